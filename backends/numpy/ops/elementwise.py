@@ -1,0 +1,3 @@
+"""elementwise ops: forward and VJP side by side."""
+
+from __future__ import annotations

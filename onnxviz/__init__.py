@@ -1,0 +1,26 @@
+"""onnxviz: see what a CNN exported to ONNX has learned and why it decides as it does."""
+
+from __future__ import annotations
+
+from .errors import (
+    BackendUnavailableError,
+    InputError,
+    ModelLoadError,
+    OnnxvizError,
+    ReportError,
+    TargetError,
+    UnsupportedOpError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "OnnxvizError",
+    "ModelLoadError",
+    "UnsupportedOpError",
+    "InputError",
+    "TargetError",
+    "BackendUnavailableError",
+    "ReportError",
+]

@@ -1,0 +1,1 @@
+"""Bundled data: the demo model and its images."""

@@ -1,0 +1,1 @@
+"""Reports: view models (data.py) and their HTML rendering (html.py)."""

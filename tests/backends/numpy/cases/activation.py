@@ -1,0 +1,7 @@
+"""Op cases for the activation family."""
+
+from __future__ import annotations
+
+from tests.backends.numpy.opcase import OpCase
+
+CASES: list[OpCase] = []
