@@ -104,6 +104,13 @@ NON_DIFFERENTIABLE: frozenset[str] = frozenset(
         "Floor",
         "Ceil",
         "Round",
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "ConvInteger",
+        "QLinearConv",
+        "MatMulInteger",
+        "QLinearMatMul",
     }
 )
 
