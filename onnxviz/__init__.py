@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .errors import (
     BackendUnavailableError,
+    ExecutionError,
     InputError,
     ModelLoadError,
     OnnxvizError,
@@ -23,4 +24,5 @@ __all__ = [
     "TargetError",
     "BackendUnavailableError",
     "ReportError",
+    "ExecutionError",
 ]

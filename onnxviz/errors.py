@@ -15,6 +15,7 @@ __all__ = [
     "TargetError",
     "BackendUnavailableError",
     "ReportError",
+    "ExecutionError",
 ]
 
 
@@ -74,3 +75,7 @@ class BackendUnavailableError(OnnxvizError):
 
 class ReportError(OnnxvizError):
     """A report that cannot be rendered or written."""
+
+
+class ExecutionError(OnnxvizError):
+    """A runtime (onnxruntime or the numpy engine) failed to run the model on the given inputs."""

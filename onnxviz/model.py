@@ -1,0 +1,232 @@
+"""Load and validate an ONNX model once; everything else reads from the resulting :class:`Model`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import external_data_helper, shape_inference
+
+from .errors import InputError, ModelLoadError
+from .graph import Graph, TensorInfo, tensor_info_from_value
+
+__all__ = ["Model", "load"]
+
+_FLOAT_TYPES = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+)
+
+
+def load(path: str | os.PathLike[str], *, check: bool = True) -> Model:
+    """Load, validate and wrap an ONNX model file.
+
+    External data beside the model is loaded; a location that points outside the model's folder
+    is refused (a model file must not read arbitrary files).
+    """
+    return Model.load(path, check=check)
+
+
+class Model:
+    """A validated ONNX model and the read-only analyses built on it."""
+
+    def __init__(self, proto: onnx.ModelProto, *, path: Path | None = None) -> None:
+        self.proto = proto
+        self.path = path
+        self.graph = Graph(proto)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, check: bool = True) -> Model:
+        p = Path(path)
+        if not p.exists():
+            raise ModelLoadError(f"model file {str(p)!r} does not exist", hint="check the path")
+        if not p.is_file():
+            raise ModelLoadError(f"{str(p)!r} is not a file", hint="give the path of an .onnx file")
+        data = p.read_bytes()
+        if not data:
+            raise ModelLoadError(f"{str(p)!r} is empty", hint="the file was not written completely")
+        proto = _parse(data, str(p))
+        if _has_external(proto):
+            _load_external(proto, p)
+        model = cls(proto, path=p.resolve())
+        if check:
+            model._check()
+        return model
+
+    @classmethod
+    def from_proto(cls, proto: onnx.ModelProto, *, check: bool = True) -> Model:
+        """Wrap an in-memory model (tests, exporters); external data must already be loaded."""
+        model = cls(proto)
+        if check:
+            model._check()
+        return model
+
+    def _check(self) -> None:
+        name = str(self.path) if self.path else "<in-memory model>"
+        if len(self.proto.graph.node) == 0:
+            raise ModelLoadError(f"{name!r} has an empty graph", hint="is this really a model file?")
+        try:
+            onnx.checker.check_model(self.proto)
+        except (onnx.checker.ValidationError, Exception) as e:  # checker raises several types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(
+                f"{name!r} is not a valid ONNX model: {first}",
+                hint="re-export the model, or check it with onnx.checker for details",
+            ) from e
+        if not self.graph.inputs:
+            raise ModelLoadError(f"{name!r} has no graph inputs", hint="a model needs at least one input")
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def name(self) -> str:
+        if self.path is not None:
+            return self.path.name
+        return self.proto.graph.name or "model"
+
+    @property
+    def opset(self) -> int:
+        return self.graph.opset
+
+    @property
+    def inputs(self) -> tuple[TensorInfo, ...]:
+        return self.graph.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorInfo, ...]:
+        return self.graph.outputs
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {p.key: p.value for p in self.proto.metadata_props}
+
+    @property
+    def constants(self) -> Mapping[str, np.ndarray]:
+        """Initializers and folded constant subgraphs, by tensor name."""
+        return self.graph.constants
+
+    def input(self, name: str | None = None) -> TensorInfo:
+        if name is None:
+            return self.inputs[0]
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise InputError(
+            f"model has no input {name!r}; its inputs are {[t.name for t in self.inputs]}",
+            hint="use one of the listed input names",
+        )
+
+    # ------------------------------------------------------------------ shapes
+    def infer_shapes(self, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, TensorInfo]:
+        """Shapes of every tensor by ONNX shape inference, with symbolic input dims resolved.
+
+        ``input_shapes`` replaces the declared shapes of the named inputs (e.g. a concrete batch and
+        image size for a model with dynamic dims). Tensors whose shape cannot be inferred are absent.
+        """
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.proto)
+        if input_shapes:
+            for value in proto.graph.input:
+                if value.name in input_shapes:
+                    shape = input_shapes[value.name]
+                    dims = value.type.tensor_type.shape.dim
+                    if len(dims) != len(shape):
+                        raise InputError(
+                            f"input {value.name!r} has rank {len(dims)}, got shape {list(shape)}",
+                            hint="give one size per dimension, e.g. 1x3x224x224",
+                        )
+                    for d, n in zip(dims, shape):
+                        d.Clear()
+                        d.dim_value = int(n)
+        # Large float weights are irrelevant to shapes: drop their bytes so inference stays cheap.
+        # Integer tensors (shapes, axes) are kept, inference reads their values.
+        for t in proto.graph.initializer:
+            if t.data_type in _FLOAT_TYPES and t.HasField("raw_data") and len(t.raw_data) > 4096:
+                t.ClearField("raw_data")
+        try:
+            inferred = shape_inference.infer_shapes(proto, data_prop=True)
+        except Exception:  # shape inference is best effort; unknown shapes stay unknown
+            inferred = proto
+        infos: dict[str, TensorInfo] = {}
+        for v in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+            info = tensor_info_from_value(v)
+            if v.name not in infos or infos[v.name].shape is None:
+                infos[v.name] = info
+        for name, t in self.graph.initializers.items():
+            infos[name] = TensorInfo(name, tuple(int(d) for d in t.dims), _dtype_of(t))
+        return infos
+
+    # ------------------------------------------------------------------ running
+    @cached_property
+    def ort(self) -> Any:
+        """The onnxruntime backend for this model (sessions are created on first use)."""
+        from .backends.onnxruntime import OrtBackend
+
+        return OrtBackend(self.proto, self.graph)
+
+    def run(self, feeds: Mapping[str, np.ndarray], taps: list[str] | tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        """Forward pass in onnxruntime; returns the outputs and the tapped tensors by name."""
+        return self.ort.run(feeds, taps)
+
+
+def _parse(data: bytes, name: str) -> onnx.ModelProto:
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise ModelLoadError(
+            f"{name!r} is not an ONNX model (it cannot be parsed as a ModelProto: {e})",
+            hint="the file may be truncated, or another format (TensorFlow, PyTorch .pt, Keras .h5)",
+        ) from e
+    if not proto.HasField("graph") or proto.ir_version <= 0:
+        raise ModelLoadError(
+            f"{name!r} is not an ONNX model (no graph or IR version in it)",
+            hint="the file may be truncated, or another format (TensorFlow, PyTorch .pt, Keras .h5)",
+        )
+    return proto
+
+
+def _has_external(proto: onnx.ModelProto) -> bool:
+    return any(
+        external_data_helper.uses_external_data(t)
+        for t in external_data_helper._get_all_tensors(proto)  # noqa: SLF001
+    )
+
+
+def _load_external(proto: onnx.ModelProto, path: Path) -> None:
+    base = path.resolve().parent
+    for tensor in external_data_helper._get_all_tensors(proto):  # noqa: SLF001 (public helper since onnx 1.7)
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        target = (base / location).resolve()
+        if not location or os.path.isabs(location) or base not in target.parents:
+            raise ModelLoadError(
+                f"tensor {tensor.name!r} in {str(path)!r} points to external data {location!r} outside "
+                "the model's folder; refused",
+                hint="external data files must sit beside the model (or below its folder)",
+            )
+        if not target.is_file():
+            raise ModelLoadError(
+                f"external data file {location!r} of tensor {tensor.name!r} is missing (looked in {str(base)!r})",
+                hint="copy the data file(s) that came with the model next to the .onnx file",
+            )
+    try:
+        external_data_helper.load_external_data_for_model(proto, str(base))
+    except Exception as e:  # truncated data files raise assorted errors
+        raise ModelLoadError(
+            f"the external data of {str(path)!r} cannot be read: {e}",
+            hint="the data file may be truncated; copy it again from the source",
+        ) from e
+
+
+def _dtype_of(t: onnx.TensorProto) -> np.dtype:
+    from onnx import helper
+
+    return np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type))
