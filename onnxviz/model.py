@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from onnx import external_data_helper, shape_inference
 
 from .errors import InputError, ModelLoadError
 from .graph import Graph, TensorInfo, tensor_info_from_value
+from .targets import Target, output_seed
 
 __all__ = ["Model", "load"]
 
@@ -169,9 +170,117 @@ class Model:
 
         return OrtBackend(self.proto, self.graph)
 
-    def run(self, feeds: Mapping[str, np.ndarray], taps: list[str] | tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    def feeds(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Validate model inputs: one array for a single-input model, or a dict by input name.
+
+        Checks names, ranks, static dimensions and finiteness, and casts to the declared dtype
+        (the caller's arrays are never modified).
+        """
+        if not isinstance(inputs, Mapping):
+            if len(self.inputs) != 1:
+                raise InputError(
+                    f"the model has {len(self.inputs)} inputs {[t.name for t in self.inputs]}; got one array",
+                    hint="pass a dict {input name: array}",
+                )
+            inputs = {self.inputs[0].name: inputs}
+        out: dict[str, np.ndarray] = {}
+        for info in self.inputs:
+            if info.name not in inputs:
+                raise InputError(
+                    f"missing model input {info.name!r}; the model takes {[t.name for t in self.inputs]}",
+                    hint="give one array per model input",
+                )
+            value = np.asarray(inputs[info.name])
+            if info.shape is not None:
+                if value.ndim != len(info.shape):
+                    raise InputError(
+                        f"input {info.name!r} expects rank {len(info.shape)} {info.shape_str()}, got shape {list(value.shape)}",
+                        hint="check the batch axis and the layout (NCHW vs NHWC)",
+                    )
+                for axis, (want, got) in enumerate(zip(info.shape, value.shape)):
+                    if isinstance(want, int) and want > 0 and want != got:
+                        raise InputError(
+                            f"input {info.name!r} expects {info.shape_str()}, got {list(value.shape)} "
+                            f"(axis {axis}: {got} != {want})",
+                            hint="resize the input or check the layout and channel count",
+                        )
+            if np.issubdtype(value.dtype, np.floating) or np.issubdtype(info.dtype, np.floating):
+                if np.issubdtype(value.dtype, np.number) and not np.all(np.isfinite(value)):
+                    bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+                    raise InputError(
+                        f"input {info.name!r} contains {bad} NaN or infinite value(s)",
+                        hint="check the preprocessing that produced the array",
+                    )
+            if value.dtype != info.dtype:
+                value = value.astype(info.dtype)
+            out[info.name] = value
+        return out
+
+    def run(
+        self, inputs: np.ndarray | Mapping[str, np.ndarray], taps: list[str] | tuple[str, ...] = ()
+    ) -> dict[str, np.ndarray]:
         """Forward pass in onnxruntime; returns the outputs and the tapped tensors by name."""
-        return self.ort.run(feeds, taps)
+        return self.ort.run(self.feeds(inputs), taps)
+
+    @cached_property
+    def engine(self) -> Any:
+        """The numpy engine for this model (interpreter and reverse-mode autodiff)."""
+        from .backends.numpy.engine import NumpyEngine
+
+        return NumpyEngine(self.graph, ort=self.ort)
+
+    def value_and_grad(
+        self,
+        inputs: np.ndarray | Mapping[str, np.ndarray],
+        seeds: Mapping[str, Any],
+        wrt: Sequence[str] | None = None,
+        *,
+        values: Sequence[str] = (),
+        dtype: Any = np.float32,
+        rules: Mapping[str, Any] | None = None,
+        forward: str = "numpy",
+    ) -> Any:
+        """Values of the seeded and requested tensors and the gradients of ``sum <seed, tensor>``.
+
+        ``seeds`` maps tensor names to cotangent arrays or to functions of the tensor's value;
+        ``wrt`` defaults to the first model input. Returns a
+        :class:`onnxviz.backends.numpy.engine.GradResult`.
+        """
+        wrt = tuple(wrt) if wrt is not None else (self.inputs[0].name,)
+        return self.engine.value_and_grad(
+            self.feeds(inputs), seeds, wrt, values=values, dtype=dtype, rules=rules, forward=forward  # type: ignore[arg-type]
+        )
+
+    def gradient(
+        self,
+        inputs: np.ndarray | Mapping[str, np.ndarray],
+        target: Target = None,
+        *,
+        output: str | None = None,
+        wrt: str | None = None,
+        backend: str = "numpy",
+        dtype: Any = np.float32,
+        rules: Mapping[str, Any] | None = None,
+    ) -> np.ndarray:
+        """Gradient of ``output[:, target]`` summed over the batch w.r.t. ``wrt`` (default: first input).
+
+        ``target`` is a class index, one index per sample, a cotangent array of the output's shape,
+        or ``None`` for each sample's top class. ``backend`` is ``"numpy"`` or ``"torch"``.
+        """
+        out_name = output or self.outputs[0].name
+        wrt_name = wrt or self.inputs[0].name
+
+        def seed(value: np.ndarray) -> np.ndarray:
+            return output_seed(value, target, name=out_name)
+
+        if backend == "torch":
+            from .backends.torch import TorchBackend
+
+            return TorchBackend(self.graph).gradient(self.feeds(inputs), {out_name: seed}, wrt_name, dtype=dtype)
+        if backend != "numpy":
+            raise InputError(f"unknown backend {backend!r}", hint="use 'numpy' or 'torch'")
+        result = self.value_and_grad(inputs, {out_name: seed}, (wrt_name,), dtype=dtype, rules=rules)
+        return result.grads[wrt_name]
 
 
 def _parse(data: bytes, name: str) -> onnx.ModelProto:
