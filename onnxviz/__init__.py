@@ -13,10 +13,14 @@ from .errors import (
     UnsupportedOpError,
 )
 
+from .model import Model, load
+
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "load",
+    "Model",
     "OnnxvizError",
     "ModelLoadError",
     "UnsupportedOpError",
