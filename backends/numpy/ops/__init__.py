@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import elementwise  # noqa: F401
 from . import activation  # noqa: F401
+from . import softmax  # noqa: F401
 from . import conv  # noqa: F401
 from . import pool  # noqa: F401
 from . import norm  # noqa: F401
@@ -21,6 +22,7 @@ from . import quant  # noqa: F401
 __all__ = [
     "elementwise",
     "activation",
+    "softmax",
     "conv",
     "pool",
     "norm",
