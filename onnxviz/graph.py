@@ -132,9 +132,13 @@ class Graph:
             if label in seen:
                 label = f"{label}#{i}"
             seen.add(label)
-            nodes.append(
-                Node(i, n.name, label, n.op_type, n.domain, tuple(n.input), tuple(n.output), node_attributes(n))
-            )
+            attrs = node_attributes(n)
+            if n.op_type == "Split" and "split" not in attrs and "num_outputs" not in attrs:
+                if len(n.input) < 2 or not n.input[1]:
+                    # Before opset 18 an equal split has as many parts as the node has outputs,
+                    # which a forward function cannot see: make it explicit.
+                    attrs["num_outputs"] = len(n.output)
+            nodes.append(Node(i, n.name, label, n.op_type, n.domain, tuple(n.input), tuple(n.output), attrs))
         self.nodes: tuple[Node, ...] = tuple(nodes)
         self.producer: dict[str, Node] = {o: n for n in nodes for o in n.outputs if o}
         consumers: dict[str, list[Node]] = {}
