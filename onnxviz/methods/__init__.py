@@ -1,0 +1,1 @@
+"""Attribution methods: one class per method, a shared interface, results as data."""

@@ -1,0 +1,219 @@
+"""The shared interface of attribution methods: one class per method, results as data.
+
+A method is configured once (its parameters are constructor arguments with the defaults the
+reference libraries' users know, see ``shared/METHODS.md``) and applied with
+:meth:`Method.explain`, which returns a frozen :class:`Explanation`. Randomness comes from an
+explicit ``rng`` argument only.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import InputError, TargetError
+from ..imaging import resize
+from ..inputs import Layout, detect_layout
+from ..model import Model
+from ..targets import Target, resolve_classes
+
+__all__ = [
+    "Explanation",
+    "Method",
+    "TargetSpec",
+    "resolve_target",
+    "channel_axis",
+    "reduce_channels",
+    "upsample_maps",
+    "chunks",
+]
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A resolved target: the output tensor, each sample's class (or -1) and a seed builder.
+
+    ``cotangent`` is set for explicit targets (an element or region of an output, e.g. one box's
+    score or a mask region); otherwise ``classes`` holds one index per sample.
+    """
+
+    output: str
+    classes: np.ndarray
+    cotangent: np.ndarray | None = None
+
+    def seed(self, value: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """The cotangent for ``value`` (a batch whose sample ``i`` belongs to original sample ``rows[i]``)."""
+        rows = np.arange(value.shape[0]) if rows is None else rows
+        if self.cotangent is not None:
+            return self.cotangent[rows].astype(value.dtype, copy=False)
+        seed = np.zeros(value.shape, dtype=value.dtype)
+        seed[np.arange(value.shape[0]), self.classes[rows]] = 1
+        return seed
+
+    def score(self, value: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """The target score of each sample of ``value`` (the objective per sample)."""
+        s = self.seed(value, rows) * value
+        return s.reshape(value.shape[0], -1).sum(axis=1)
+
+
+def resolve_target(
+    model: Model, feeds: Mapping[str, np.ndarray], target: Target, output: str | None = None
+) -> tuple[TargetSpec, np.ndarray]:
+    """Resolve ``target`` on the original inputs; returns the spec and the output values."""
+    out = output or model.outputs[0].name
+    if out not in model.graph.dynamic:
+        raise TargetError(
+            f"no output or tensor named {out!r}",
+            hint=f"the model's outputs are {list(model.graph.output_names)}",
+        )
+    value = model.run(feeds, [out])[out]
+    if isinstance(target, np.ndarray) and target.ndim == value.ndim and target.ndim > 1:
+        if target.shape != value.shape:
+            raise TargetError(
+                f"target cotangent shape {list(target.shape)} does not match output {out!r} {list(value.shape)}",
+                hint="give an array of the output's shape (zeros except the element or region to explain)",
+            )
+        return TargetSpec(out, np.full(value.shape[0], -1, np.int64), target.astype(np.float64)), value
+    return TargetSpec(out, resolve_classes(value, target, name=out)), value
+
+
+def channel_axis(model: Model, input_name: str | None = None) -> int:
+    """The channel axis of an image input (1 for NCHW, 3 for NHWC); 1 when not an image."""
+    layout: Layout | None = detect_layout(model.input(input_name))
+    return 3 if layout == "NHWC" else 1
+
+
+def reduce_channels(attr: np.ndarray, axis: int, how: str) -> np.ndarray:
+    """(N, C, H, W) or (N, H, W, C) attributions -> (N, H, W) maps.
+
+    ``how``: ``"max_abs"`` (Simonyan saliency), ``"sum"`` (signed, Captum's default for display),
+    ``"sum_abs"``, ``"mean"``.
+    """
+    if attr.ndim != 4:
+        raise InputError(f"expected a 4-D image attribution, got shape {list(attr.shape)}")
+    if how == "max_abs":
+        return np.abs(attr).max(axis=axis)
+    if how == "sum":
+        return attr.sum(axis=axis)
+    if how == "sum_abs":
+        return np.abs(attr).sum(axis=axis)
+    if how == "mean":
+        return attr.mean(axis=axis)
+    raise InputError(f"unknown channel reduction {how!r}", hint="use max_abs, sum, sum_abs or mean")
+
+
+def upsample_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, h, w) maps -> (N, H, W) by bilinear interpolation (align-corners false, as cv2/PIL)."""
+    if maps.shape[1:] == tuple(size):
+        return maps
+    return np.stack([resize(m.astype(np.float64), size, method="bilinear") for m in maps]).astype(maps.dtype)
+
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    """Slices covering ``range(n)`` in pieces of at most ``size`` (bounds memory of batched work)."""
+    size = max(1, int(size))
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The result of one attribution method on a batch.
+
+    ``attributions`` has the input's shape for pixel methods, or ``(N, h, w)`` at the layer's
+    resolution for CAMs (before upsampling); ``maps`` is always ``(N, H, W)`` at the input's
+    spatial size, ready to display. ``variant`` names the exact formula implemented. ``trust``
+    holds the method's own figures (e.g. the IG completeness error) and any evaluation added
+    later (deletion/insertion AUC, randomization test).
+    """
+
+    method: str
+    variant: str
+    attributions: np.ndarray
+    maps: np.ndarray
+    signed: bool
+    output: str
+    targets: np.ndarray
+    scores: np.ndarray
+    input_name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    layer: str | None = None
+    trust: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the arrays (those go to .npy files)."""
+        return {
+            "method": self.method,
+            "variant": self.variant,
+            "signed": self.signed,
+            "output": self.output,
+            "targets": [int(t) for t in self.targets],
+            "scores": [float(s) for s in self.scores],
+            "input": self.input_name,
+            "layer": self.layer,
+            "params": {k: _plain(v) for k, v in self.params.items()},
+            "trust": {k: _plain(v) for k, v in self.trust.items()},
+            "attribution_shape": list(self.attributions.shape),
+        }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class Method(abc.ABC):
+    """One attribution method. Subclasses set ``name``, ``needs_gradients`` and implement
+    :meth:`_explain`; the base resolves inputs and the target once."""
+
+    name: ClassVar[str]
+    needs_gradients: ClassVar[bool] = True
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The method's parameters as given to the constructor (recorded in every result)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def explain(
+        self,
+        model: Model,
+        inputs: np.ndarray | Mapping[str, np.ndarray],
+        target: Target = None,
+        *,
+        output: str | None = None,
+        input_name: str | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Explanation:
+        """Explain ``target`` (default: each sample's top class) of ``output`` for a batch.
+
+        ``inputs`` is never modified. ``rng`` drives every random choice (noise, masks); without
+        it a fixed seed of 0 is used so results are reproducible.
+        """
+        feeds = model.feeds(inputs)
+        name = input_name or model.inputs[0].name
+        if name not in feeds:
+            raise InputError(f"model has no input {name!r}", hint=f"inputs: {list(feeds)}")
+        spec, _ = resolve_target(model, feeds, target, output)
+        return self._explain(model, feeds, name, spec, rng if rng is not None else np.random.default_rng(0))
+
+    @abc.abstractmethod
+    def _explain(
+        self,
+        model: Model,
+        feeds: dict[str, np.ndarray],
+        input_name: str,
+        target: TargetSpec,
+        rng: np.random.Generator,
+    ) -> Explanation: ...
+
+
+GradFn = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]
