@@ -133,6 +133,15 @@ class NumpyEngine:
             fn = REGISTRY.get_forward(n.op_type, g.opset) if n.domain in ("", "ai.onnx") else None
             if fn is None:
                 raise UnsupportedOpError(n.op_type, n.label, g.opset, reason="has no numpy forward")
+            if n.op_type == "BatchNormalization" and g.opset < 14 and sum(1 for o in n.outputs if o) > 1:
+                # Before opset 14 only the extra running-statistics outputs mark training mode.
+                raise UnsupportedOpError(
+                    n.op_type,
+                    n.label,
+                    g.opset,
+                    reason="is in training mode (it has running-statistics outputs)",
+                    hint="export the model in eval mode (model.eval() in PyTorch)",
+                )
             try:
                 result = fn(*args, **n.attrs)
             except (UnsupportedOpError, InputError, TargetError):

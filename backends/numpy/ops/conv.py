@@ -158,13 +158,15 @@ def conv_transpose_geometry(
     return ConvGeometry(kernel, st, dil, tuple(begin), tuple(end), int(group), tuple(out), size)
 
 
-def _pad_input(x: Array, g: ConvGeometry, fill: float = 0.0) -> Array:
-    """``x`` padded at the start by ``pads_begin`` and at the end up to the windows' reach."""
+def _pad_input(x: Array, g: ConvGeometry, spare_row: bool = False) -> Array:
+    """``x`` padded at the start by ``pads_begin`` and at the end up to the windows' reach
+    (plus one more row on the first spatial axis with ``spare_row``)."""
     ends = [max(0, r - b - n) for r, b, n in zip(g.reach, g.pads_begin, g.in_size)]
+    ends[0] += int(spare_row)
     if not any(g.pads_begin) and not any(ends):
         return x
     widths = [(0, 0), (0, 0), *zip(g.pads_begin, ends)]
-    return np.pad(x, widths, constant_values=fill)
+    return np.pad(x, widths)
 
 
 def _crop_input(buf: Array, g: ConvGeometry) -> Array:
@@ -213,13 +215,14 @@ def _row_block(row_bytes: int) -> int:
     return max(1, _ROW_BYTES // max(1, row_bytes))
 
 
-def _depthwise_forward(xp: Array, w: Array, g: ConvGeometry) -> Array:
-    """Depthwise convolution of a padded input: per kernel tap a broadcast multiply-add, over
-    blocks of (batch, channel) rows that stay in cache (a 8x144x56x56 map does not)."""
-    n, c = xp.shape[:2]
-    wide = _wide(g, xp.shape[2:])
-    if wide is not None:  # one spare row at the end keeps the last tap's slice inside the buffer
-        xp = np.pad(xp, [(0, 0), (0, 0), (0, 1), *((0, 0),) * (len(g.kernel) - 1)])
+def _depthwise_forward(x: Array, w: Array, g: ConvGeometry) -> Array:
+    """Depthwise convolution: per kernel tap a broadcast multiply-add, over blocks of (batch,
+    channel) rows that stay in cache (a 8x144x56x56 map does not)."""
+    n, c = x.shape[:2]
+    stride1 = all(s == 1 for s in g.strides)
+    xp = _pad_input(x, g, spare_row=stride1)  # the spare row keeps the last tap's slice inside
+    wide = _wide(g, (xp.shape[2] - 1, *xp.shape[3:]))
+    if wide is not None:
         src = xp.reshape(n * c, -1)
         index = [(slice(o, o + wide[1]),) for o in wide[0]]
         shape: tuple[int, ...] = (wide[1],)
@@ -247,11 +250,11 @@ def _depthwise_forward(xp: Array, w: Array, g: ConvGeometry) -> Array:
 
 
 def _depthwise_input_grad(gy: Array, w: Array, g: ConvGeometry, buf: Array) -> Array:
-    """The adjoint of :func:`_depthwise_forward`: per tap a scatter-add into the padded ``buf``."""
+    """The adjoint of :func:`_depthwise_forward`: per tap a scatter-add into the padded ``buf``
+    (which has a spare first-axis row at stride 1)."""
     n, c = gy.shape[:2]
-    wide = _wide(g, buf.shape[2:])
+    wide = _wide(g, (buf.shape[2] - 1, *buf.shape[3:]))
     if wide is not None:
-        buf = np.pad(buf, [(0, 0), (0, 0), (0, 1), *((0, 0),) * (len(g.kernel) - 1)])
         widths = [(0, 0), (0, 0), (0, 0), *((0, p - o) for p, o in zip(buf.shape[3:], g.out_size[1:]))]
         src = np.pad(gy, widths).reshape(n * c, -1)
         dst = buf.reshape(n * c, -1)
@@ -286,9 +289,9 @@ def conv_forward(x: Array, w: Array, g: ConvGeometry) -> Array:
     if g.pointwise:
         xs = _strided_input(x, g).reshape(n, grp, cg, out_n)
         return np.matmul(w.reshape(grp, mg, cg), xs).reshape(n, m, *g.out_size)
-    xp = _pad_input(x, g)
     if _depthwise(c, m, g):
-        return _depthwise_forward(xp, w, g)
+        return _depthwise_forward(x, w, g)
+    xp = _pad_input(x, g)
     win = _windows(xp, g)
     ck = cg * math.prod(g.kernel)
     w2 = w.reshape(grp, mg, ck)
@@ -316,9 +319,11 @@ def conv_input_grad(gy: Array, w: Array, g: ConvGeometry, c: int) -> Array:
         _strided_input(gx, g)[...] = gxs
         return gx
     shape = [max(b + s, r) for b, s, r in zip(g.pads_begin, g.in_size, g.reach)]
-    buf = np.zeros((n, c, *shape), dtype=dtype)
     if _depthwise(c, m, g):
+        shape[0] += int(all(s == 1 for s in g.strides))
+        buf = np.zeros((n, c, *shape), dtype=dtype)
         return _crop_input(_depthwise_input_grad(gy, w, g, buf), g)
+    buf = np.zeros((n, c, *shape), dtype=dtype)
     taps = math.prod(g.kernel)
     # A transposed view: BLAS reads it as is (copying a 512x512x3x3 weight costs more than the GEMM).
     wt = w.reshape(grp, mg, cg * taps).transpose(0, 2, 1)
