@@ -1,0 +1,142 @@
+"""The command line: output, exit codes, error messages without tracebacks, atomic outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from onnxviz.cli.main import main
+from tests import models
+
+
+@pytest.fixture()
+def tiny(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.onnx"
+    onnx.save(models.tiny_cnn(), path)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("inspect", "report", "demo"):
+        assert command in out
+
+
+def test_inspect_table_and_json(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "inspect", str(tiny))
+    assert code == 0
+    assert "Conv" in out and "MACs" in out and "input" in out
+    code, out, _ = run(capsys, "inspect", str(tiny), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["total_macs"] > 0
+    assert [t["name"] for t in data["inputs"]] == ["input"]
+    assert any(layer["op_type"] == "Conv" for layer in data["layers"])
+
+
+def test_inspect_resolves_dynamic_dims(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "dyn.onnx"
+    onnx.save(models.dynamic_spatial(), path)
+    code, out, _ = run(capsys, "inspect", str(path), "--json")
+    assert json.loads(out)["unknown_macs"]
+    code, out, _ = run(capsys, "inspect", str(path), "--json", "--input-shape", "1x3x64x48")
+    data = json.loads(out)
+    assert code == 0 and not data["unknown_macs"] and data["total_macs"] > 0
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"garbage bytes that are not a protobuf \xff\xfe" * 8, "not an ONNX model"),
+        (b"", "empty"),
+    ],
+)
+def test_bad_model_file_gives_error_and_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, words: str
+) -> None:
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(content)
+    code, out, err = run(capsys, "inspect", str(path))
+    assert code == 1
+    assert f"error: " in err and words in err
+    assert "hint: " in err
+    assert "Traceback" not in err
+
+
+def test_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "inspect", "/nonexistent/model.onnx")
+    assert code == 1 and "does not exist" in err
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"not a model" * 10)
+    from onnxviz.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError):
+        main(["inspect", str(path), "--debug"])
+
+
+def test_hostile_names_are_printed_inert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "hostile.onnx"
+    onnx.save(models.hostile_names(), path)
+    code, out, _ = run(capsys, "inspect", str(path))
+    assert code == 0
+    assert "\x1b" not in out
+    for line in out.splitlines():
+        assert "\r" not in line
+
+
+def test_report_with_inputs_and_json(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    img = tmp_path / "img.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)).save(img)
+    out_html = tmp_path / "r.html"
+    out_json = tmp_path / "r.json"
+    code, _, err = run(capsys, "report", str(tiny), "--input", str(img), "-o", str(out_html), "--json", str(out_json), "-q")
+    assert code == 0, err
+    html = out_html.read_text()
+    assert html.startswith("<!DOCTYPE html>") or html.lower().startswith("<!doctype html>")
+    assert "data:image/png;base64," in html
+    assert "http://" not in html and "https://" not in html
+    data = json.loads(out_json.read_text())
+    assert data
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_report_failure_leaves_no_partial_file(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_html = tmp_path / "r.html"
+    out_html.write_text("previous report")
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    code, _, err = run(capsys, "report", str(tiny), "--input", str(bad), "-o", str(out_html), "-q")
+    assert code == 1 and "error:" in err and "bad.png" in err
+    assert out_html.read_text() == "previous report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png", "r.html", "tiny.onnx"]
+
+
+def test_wrong_channel_count_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny: Path) -> None:
+    arr = tmp_path / "x.npy"
+    np.save(arr, np.zeros((1, 5, 32, 32), np.float32))
+    code, _, err = run(capsys, "report", str(tiny), "--input", str(arr), "-o", str(tmp_path / "r.html"), "-q")
+    assert code == 1 and "channel" in err.lower()
+
+
+def test_nan_input_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny: Path) -> None:
+    arr = tmp_path / "x.npy"
+    np.save(arr, np.full((1, 3, 32, 32), np.nan, np.float32))
+    code, _, err = run(capsys, "report", str(tiny), "--input", str(arr), "-o", str(tmp_path / "r.html"), "-q")
+    assert code == 1 and "NaN" in err
