@@ -131,7 +131,7 @@ def feature_maps(
     for chunk in chunks:
         if not chunk:
             continue
-        values = model.ort.run(feeds, chunk)
+        values = model.run(feeds, chunk)
         for name in chunk:
             fm = _summarise(name, values[name], graph, top_k)
             if fm is not None:

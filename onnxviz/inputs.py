@@ -851,6 +851,8 @@ def _check_static_dims(info: TensorInfo, arr: np.ndarray, what: str, layout: Lay
     if 0 in arr.shape:
         raise InputError(f"{what} for model input {info.name!r} has an empty axis: {arr.shape}")
     for axis, (want, got) in enumerate(zip(info.shape, arr.shape)):
+        if axis == 0 and want == 1:
+            continue  # a fixed batch of 1: onnxviz runs such models one sample at a time
         if _is_int(want) and want != got:
             if axis == 0 and what.startswith("images"):
                 hint = (

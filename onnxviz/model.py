@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -198,6 +199,8 @@ class Model:
                         hint="check the batch axis and the layout (NCHW vs NHWC)",
                     )
                 for axis, (want, got) in enumerate(zip(info.shape, value.shape)):
+                    if axis == 0 and self.fixed_batch:
+                        continue  # run one sample at a time (see run / value_and_grad)
                     if isinstance(want, int) and want > 0 and want != got:
                         raise InputError(
                             f"input {info.name!r} expects {info.shape_str()}, got {list(value.shape)} "
@@ -216,11 +219,35 @@ class Model:
             out[info.name] = value
         return out
 
+    @cached_property
+    def fixed_batch(self) -> bool:
+        """True when every input declares a static batch of 1 (many exports hard-code it).
+
+        Such models are still given whole batches: :meth:`run` and :meth:`value_and_grad` then
+        go one sample at a time and stack the results.
+        """
+        return all(
+            t.shape is not None and len(t.shape) > 0 and t.shape[0] == 1 for t in self.inputs
+        )
+
+    def _batch_size(self, feeds: Mapping[str, np.ndarray]) -> int:
+        sizes = {v.shape[0] for v in feeds.values() if v.ndim}
+        if len(sizes) > 1:
+            raise InputError(
+                f"inputs have different batch sizes {sorted(sizes)}", hint="give every input the same batch"
+            )
+        return sizes.pop() if sizes else 1
+
     def run(
         self, inputs: np.ndarray | Mapping[str, np.ndarray], taps: list[str] | tuple[str, ...] = ()
     ) -> dict[str, np.ndarray]:
         """Forward pass in onnxruntime; returns the outputs and the tapped tensors by name."""
-        return self.ort.run(self.feeds(inputs), taps)
+        feeds = self.feeds(inputs)
+        n = self._batch_size(feeds)
+        if not self.fixed_batch or n == 1:
+            return self.ort.run(feeds, taps)
+        parts = [self.ort.run({k: v[i : i + 1] for k, v in feeds.items()}, taps) for i in range(n)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     @cached_property
     def engine(self) -> Any:
@@ -246,9 +273,26 @@ class Model:
         ``wrt`` defaults to the first model input. Returns a
         :class:`onnxviz.backends.numpy.engine.GradResult`.
         """
+        from .backends.numpy.engine import GradResult
+
         wrt = tuple(wrt) if wrt is not None else (self.inputs[0].name,)
-        return self.engine.value_and_grad(
-            self.feeds(inputs), seeds, wrt, values=values, dtype=dtype, rules=rules, forward=forward  # type: ignore[arg-type]
+        feeds = self.feeds(inputs)
+        n = self._batch_size(feeds)
+
+        def one(f: Mapping[str, np.ndarray], s: Mapping[str, Any]) -> Any:
+            return self.engine.value_and_grad(f, s, wrt, values=values, dtype=dtype, rules=rules, forward=forward)  # type: ignore[arg-type]
+
+        if not self.fixed_batch or n == 1:
+            return one(feeds, seeds)
+        results = []
+        for i in range(n):
+            sample_seeds = {
+                k: (_row_seed(s, i) if callable(s) else np.asarray(s)[i : i + 1]) for k, s in seeds.items()
+            }
+            results.append(one({k: v[i : i + 1] for k, v in feeds.items()}, sample_seeds))
+        return GradResult(
+            {k: np.concatenate([r.values[k] for r in results]) for k in results[0].values},
+            {k: np.concatenate([r.grads[k] for r in results]) for k in results[0].grads},
         )
 
     def gradient(
@@ -270,8 +314,11 @@ class Model:
         out_name = output or self.outputs[0].name
         wrt_name = wrt or self.inputs[0].name
 
-        def seed(value: np.ndarray) -> np.ndarray:
-            return output_seed(value, target, name=out_name)
+        def seed(value: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+            t = target
+            if rows is not None and t is not None and not isinstance(t, (int, np.integer)):
+                t = np.asarray(t)[rows]  # per-sample targets when run one sample at a time
+            return output_seed(value, t, name=out_name)
 
         if backend == "torch":
             from .backends.torch import TorchBackend
@@ -281,6 +328,24 @@ class Model:
             raise InputError(f"unknown backend {backend!r}", hint="use 'numpy' or 'torch'")
         result = self.value_and_grad(inputs, {out_name: seed}, (wrt_name,), dtype=dtype, rules=rules)
         return result.grads[wrt_name]
+
+
+def _row_seed(seed: Any, row: int) -> Any:
+    """A seed function for sample ``row`` of a batch that is evaluated one sample at a time.
+
+    The function sees a batch of one; index-based seeds (one class per sample) must know which
+    sample it is, so functions that accept a ``rows`` keyword get it.
+    """
+
+    try:
+        takes_rows = "rows" in inspect.signature(seed).parameters
+    except (TypeError, ValueError):
+        takes_rows = False
+
+    def seed_row(value: np.ndarray) -> np.ndarray:
+        return seed(value, rows=np.array([row])) if takes_rows else seed(value)
+
+    return seed_row
 
 
 def _parse(data: bytes, name: str) -> onnx.ModelProto:

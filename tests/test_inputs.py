@@ -657,11 +657,18 @@ def test_static_dim_mismatch(tmp_path: Path) -> None:
         prepare_inputs([info(("N", 3, 8, 8))], [p])
 
 
-def test_static_batch_with_too_many_images(tmp_path: Path) -> None:
+def test_static_batch_of_one_still_takes_a_batch(tmp_path: Path) -> None:
+    """Models exported with batch 1 get whole batches; onnxviz runs them one sample at a time."""
     pa = save(tmp_path, "a.png", const_rgb(4, 4))
-    with pytest.raises(InputError, match=r"dim 0 \(batch\) is 2, expected 1") as e:
-        prepare_inputs([info((1, 3, 4, 4))], [pa, pa])
-    assert "fixed batch of 1" in (e.value.hint or "")
+    prepared = prepare_inputs([info((1, 3, 4, 4))], [pa, pa])
+    assert prepared.feeds["x"].shape == (2, 3, 4, 4)
+
+
+def test_static_batch_above_one_must_match(tmp_path: Path) -> None:
+    pa = save(tmp_path, "a.png", const_rgb(4, 4))
+    with pytest.raises(InputError, match=r"dim 0 \(batch\) is 3, expected 2") as e:
+        prepare_inputs([info((2, 3, 4, 4))], [pa, pa, pa])
+    assert "fixed batch of 2" in (e.value.hint or "")
 
 
 def test_nan_and_inf_are_counted(tmp_path: Path) -> None:

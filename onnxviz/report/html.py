@@ -1,0 +1,162 @@
+"""Render :class:`~onnxviz.report.data.ReportData` as one self-contained HTML file.
+
+The only module that touches jinja2. Templates live in the ``onnxviz.templates`` package:
+``report.html`` is the page (with ``report.css`` and ``report.js`` inlined) and includes
+``section_<kind>.html`` for every section, so a new section kind needs one new template and
+nothing here. Autoescaping is on for every template and undefined variables are errors: every
+string from a model is untrusted and is escaped, never marked safe. Images become PNG data URIs
+through the ``png`` filter, so the file opens from ``file://`` with nothing else beside it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateError
+
+from .. import imaging
+from ..errors import OnnxvizError, ReportError
+from .data import ReportData
+
+__all__ = ["render_html", "write_html"]
+
+_TEMPLATE = "report.html"
+
+
+def _png(image: np.ndarray) -> str:
+    return imaging.data_uri(image)
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    """A float with ``digits`` significant digits; '–' for missing or non-finite values."""
+    if value is None:
+        return "–"
+    v = float(value)
+    if not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("+inf" if v > 0 else "-inf")
+    if v == 0:
+        return "0"
+    return f"{v:.{digits}g}"
+
+
+def _count(value: Any) -> str:
+    return "–" if value is None else f"{int(value):,}"
+
+
+def _si(value: Any) -> str:
+    """A large count in SI units: 8.18 G."""
+    if value is None:
+        return "–"
+    v = float(value)
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g} {unit}"
+    return f"{v:.0f}"
+
+
+def _size(value: Any) -> str:
+    if value is None:
+        return "–"
+    v = float(value)
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if v >= scale:
+            return f"{v / scale:.3g} {unit}"
+    return f"{int(v)} bytes"
+
+
+def _pct(value: Any) -> str:
+    if value is None or not math.isfinite(float(value)):
+        return "–"
+    return f"{100.0 * float(value):.1f}%"
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("onnxviz.templates", "."),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(png=_png, num=_num, count=_count, si=_si, size=_size, pct=_pct)
+    return env
+
+
+def _generate(data: ReportData) -> Iterator[str]:
+    """The page in chunks; any failure is raised as :class:`ReportError`."""
+    try:
+        template = _environment().get_template(_TEMPLATE)
+        yield from template.generate(report=data)
+    except TemplateError as e:
+        raise ReportError(
+            f"the report template failed: {type(e).__name__}: {e}",
+            hint="this is a bug in onnxviz or a damaged installation; reinstall onnxviz and report it",
+        ) from e
+    except OnnxvizError as e:
+        raise ReportError(
+            f"a report image could not be rendered: {e.message}",
+            hint=e.hint or "this is a bug in onnxviz; please report it with the model",
+        ) from e
+
+
+def render_html(data: ReportData) -> str:
+    """The report as one self-contained HTML page (inline CSS/JS, images as data URIs)."""
+    return "".join(_generate(data))
+
+
+def write_html(data: ReportData, path: str | os.PathLike[str]) -> Path:
+    """Render the report into ``path`` atomically and return the path.
+
+    The page is streamed into a temporary file in the same folder, flushed to disk, and moved
+    over ``path`` with ``os.replace``. If rendering or writing fails at any point the temporary
+    file is removed and an existing report at ``path`` is left as it was.
+    """
+    target = Path(path)
+    directory = target.parent
+    if not directory.is_dir():
+        raise ReportError(
+            f"cannot write the report to {str(target)!r}: folder {str(directory)!r} does not exist",
+            hint="create the folder first or choose another output path",
+        )
+    tmp: Path | None = None
+    try:
+        fd, tmp = _temp_file(directory, target.name)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            for chunk in _generate(data):
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        tmp = None
+    except OSError as e:
+        raise ReportError(
+            f"cannot write the report to {str(target)!r}: {e}",
+            hint="check that the folder is writable and has free space",
+        ) from e
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return target
+
+
+def _temp_file(directory: Path, name: str) -> tuple[int, Path]:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        candidate = directory / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(candidate, flags, 0o666), candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file in {directory}")  # pragma: no cover
