@@ -30,6 +30,13 @@ __all__ = [
     "reduce_channels",
     "upsample_maps",
     "chunks",
+    # helpers of the CAM and perturbation families
+    "scale_maps",
+    "bilinear_matrix",
+    "image_size",
+    "take_rows",
+    "fixed_batch",
+    "run_output",
 ]
 
 
@@ -118,6 +125,60 @@ def chunks(n: int, size: int) -> Iterator[slice]:
     size = max(1, int(size))
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
+
+
+def scale_maps(maps: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """Min-max scale each ``(H, W)`` map of a batch to [0, 1] (pytorch-grad-cam's
+    ``scale_cam_image``: ``(m - min) / (max - min + eps)``); a constant map becomes 0."""
+    flat = maps.reshape(maps.shape[0], -1)
+    shifted = flat - flat.min(axis=1, keepdims=True)
+    return (shifted / (shifted.max(axis=1, keepdims=True) + eps)).reshape(maps.shape)
+
+
+def bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """The ``(n_out, n_in)`` matrix of 1-D bilinear interpolation used by :func:`upsample_maps`
+    (half-pixel centres, clamped borders), so that a batch of maps can be upsampled at once as
+    ``R_h @ m @ R_w.T``."""
+    return resize(np.eye(n_in), (n_out, n_in), method="bilinear")
+
+
+def image_size(model: Model, feeds: Mapping[str, np.ndarray], input_name: str) -> tuple[int, int]:
+    """(H, W) of an image input, read with the input's layout (NCHW or NHWC)."""
+    x = feeds[input_name]
+    if x.ndim != 4:
+        raise InputError(
+            f"input {input_name!r} has shape {list(x.shape)}; image methods need a rank-4 image input",
+            hint="choose the image input with input_name=..., or use a method for non-image inputs",
+        )
+    axis = channel_axis(model, input_name)
+    return (int(x.shape[1]), int(x.shape[2])) if axis == 3 else (int(x.shape[2]), int(x.shape[3]))
+
+
+def take_rows(feeds: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Every input's samples ``rows`` (with repetition): the other inputs of a perturbed batch."""
+    return {k: np.take(v, rows, axis=0) for k, v in feeds.items()}
+
+
+def fixed_batch(model: Model) -> int | None:
+    """The batch size a model declares as a fixed number (e.g. 1 in old model-zoo exports)."""
+    shape = model.inputs[0].shape
+    if shape and isinstance(shape[0], int) and shape[0] > 0:
+        return shape[0]
+    return None
+
+
+def run_output(model: Model, feeds: Mapping[str, np.ndarray], output: str) -> np.ndarray:
+    """``output`` for a stacked batch, in onnxruntime; a model with a fixed batch size is run in
+    pieces of that size (the last one padded by repeating its last sample)."""
+    n = next(iter(feeds.values())).shape[0]
+    k = fixed_batch(model)
+    if k is None or k == n:
+        return model.run(feeds, [output])[output]
+    parts = []
+    for s in chunks(n, k):
+        rows = np.arange(s.start, s.start + k).clip(max=s.stop - 1)
+        parts.append(model.run(take_rows(feeds, rows), [output])[output][: s.stop - s.start])
+    return np.concatenate(parts)
 
 
 @dataclass(frozen=True)
