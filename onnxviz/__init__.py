@@ -13,6 +13,7 @@ from .errors import (
     UnsupportedOpError,
 )
 
+from .methods.registry import explain
 from .model import Model, load
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "load",
+    "explain",
     "Model",
     "OnnxvizError",
     "ModelLoadError",
