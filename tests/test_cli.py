@@ -140,3 +140,45 @@ def test_nan_input_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     np.save(arr, np.full((1, 3, 32, 32), np.nan, np.float32))
     code, _, err = run(capsys, "report", str(tiny), "--input", str(arr), "-o", str(tmp_path / "r.html"), "-q")
     assert code == 1 and "NaN" in err
+
+
+@pytest.mark.parametrize("method", ["saliency", "integrated_gradients", "gradcam", "occlusion"])
+def test_explain_writes_panel_npy_and_json(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], method: str
+) -> None:
+    img = tmp_path / "img.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)).save(img)
+    panel, npy, js = tmp_path / "p.png", tmp_path / "a.npy", tmp_path / "a.json"
+    code, _, err = run(
+        capsys, "explain", str(tiny), "--input", str(img), "--input", str(img), "--method", method,
+        "-o", str(panel), "--save-npy", str(npy), "--json", str(js), "--param", "batch_size=8", "-q",
+    )
+    assert code == 0, err
+    assert Image.open(panel).size[0] > 224
+    arr = np.load(npy)
+    data = json.loads(js.read_text())["explanations"][0]
+    assert data["method"] == method and data["variant"]
+    if method == "gradcam":
+        assert arr.shape == (2, 16, 16)  # the layer's spatial map before upsampling
+        assert data["layer"]
+    else:
+        assert arr.shape == (2, 3, 32, 32)  # exactly the model input's shape
+    code, _, _ = run(capsys, "explain", str(tiny), "--input", str(img), "--method", method,
+                     "--save-npy", str(npy), "--upsampled", "-o", str(panel), "-q")
+    assert code == 0 and np.load(npy).shape == (1, 32, 32)
+
+
+def test_explain_top_k_and_errors(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    img = tmp_path / "img.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(img)
+    code, _, err = run(capsys, "explain", str(tiny), "--input", str(img), "--top-k", "3",
+                       "--save-npy", str(tmp_path / "k.npy"), "-o", str(tmp_path / "k.png"), "-q")
+    assert code == 0, err
+    assert np.load(tmp_path / "k.npy").shape == (3, 1, 3, 32, 32)
+    code, _, err = run(capsys, "explain", str(tiny), "--input", str(img), "--target", "99", "-o", str(tmp_path / "x.png"))
+    assert code == 1 and "out of range" in err
+    code, _, err = run(capsys, "explain", str(tiny), "--input", str(img), "--param", "nonsense", "-o", str(tmp_path / "x.png"))
+    assert code == 1 and "--param" in err
+    code, _, err = run(capsys, "explain", str(tiny), "--input", str(img), "--method", "gradcam",
+                       "--layer", "nope", "-o", str(tmp_path / "x.png"))
+    assert code == 1 and "error:" in err and "Traceback" not in err

@@ -22,6 +22,7 @@ __all__ = [
     "prepare_cli_inputs",
     "write_json",
     "atomic_write_text",
+    "atomic_write_bytes",
 ]
 
 
@@ -123,10 +124,15 @@ def write_json(data: object, path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)

@@ -10,12 +10,17 @@ from types import ModuleType
 
 from .. import __version__
 from ..errors import OnnxvizError
-from . import demo, inspect, report
+from . import demo, explain, inspect, report
 
 __all__ = ["main", "build_parser"]
 
 #: Subcommands in help order; each module has ``add_arguments(parser)`` and ``run(args) -> int``.
-COMMANDS: dict[str, ModuleType] = {"inspect": inspect, "report": report, "demo": demo}
+COMMANDS: dict[str, ModuleType] = {
+    "inspect": inspect,
+    "report": report,
+    "explain": explain,
+    "demo": demo,
+}
 
 DESCRIPTION = """\
 See what a CNN exported to ONNX has learned and why it decides as it does.
@@ -24,6 +29,7 @@ Start with:
   onnxviz demo                                   report on the bundled demo model
   onnxviz inspect model.onnx                     layers, shapes, parameters, compute
   onnxviz report model.onnx --input cat.png -o report.html
+  onnxviz explain model.onnx --input cat.png --method gradcam -o cam.png
 """
 
 
