@@ -780,3 +780,19 @@ def light_model_paths() -> list[Path]:
     """
     light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
     return sorted(light.glob("*.onnx"))
+
+
+def tiny_cnn_with_unsupported_op() -> onnx.ModelProto:
+    """tiny_cnn with ``Shrink(lambd=0, bias=0)`` (the identity) after the first ReLU: an op the
+    numpy engine has no rule for, which onnxruntime runs (forward-only methods must still work)."""
+    proto = tiny_cnn()
+    nodes = list(proto.graph.node)
+    k = next(i for i, n in enumerate(nodes) if n.output[0] == "relu1")
+    for n in nodes:
+        for j, name in enumerate(n.input):
+            if name == "relu1":
+                n.input[j] = "shrunk"
+    nodes.insert(k + 1, helper.make_node("Shrink", ["relu1"], ["shrunk"], name="the_shrink", lambd=0.0, bias=0.0))
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    return proto

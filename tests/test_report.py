@@ -271,7 +271,12 @@ def test_json_has_totals_and_no_images() -> None:
     assert overview["totals"]["params"] == summary.total_params == 3 * 4 * 9 + 4 + 4 * 6 + 6 + 6 * 9 + 6 + 6 * 5 * 9 + 5 + 15 + 3
     assert overview["totals"]["macs"] == summary.total_macs > 0
     assert overview["totals"]["flops"] == 2 * summary.total_macs
-    assert [s["kind"] for s in doc["sections"]] == ["overview", "layers", "inputs", "predictions", "kernels", "feature_maps"]
+    assert [s["kind"] for s in doc["sections"]] == [
+        "overview", "layers", "inputs", "predictions", "kernels", "feature_maps", "attributions"
+    ]
+    attributions = doc["sections"][6]
+    assert [p["method"] for p in attributions["panels"]] == ["saliency", "gradcam", "guided_gradcam"]
+    assert all(p["variant"] and not p["error"] for p in attributions["panels"])
     assert "image" not in _keys(doc)
     assert doc["sections"][4]["layers"][0]["stats"]["count"] == 108
 
@@ -341,3 +346,18 @@ def test_light_resnet50_report_with_two_inputs(tmp_path: Path) -> None:
     assert overview.totals.params == 25_610_152
     assert "http://" not in html and "https://" not in html  # nothing external
     assert isinstance(data, ReportData)
+
+
+def test_attribution_section_degrades_to_forward_only_methods() -> None:
+    from tests import models
+
+    m = Model.from_proto(models.tiny_cnn_with_unsupported_op())
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    data = build_report(m, inputs=prepared(m, x, ["a.npy", "b.npy"]), methods=["saliency", "occlusion"])
+    section = data.section("attributions")
+    assert section is not None
+    saliency, occlusion = section.panels  # type: ignore[attr-defined]
+    assert "Shrink" in saliency.error and "the_shrink" in saliency.error
+    assert "onnxruntime" in saliency.error  # the hint says what still works
+    assert not occlusion.error and len(occlusion.tiles) == 2
+    assert "Could not run on this model" in render_html(data)

@@ -25,6 +25,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fm = parser.add_argument_group("feature maps")
     fm.add_argument("--tensors", help="comma-separated tensor names to show (default: every conv/pool stage)")
     fm.add_argument("--top-k", type=int, default=16, help="channels shown per feature map (default: 16)")
+    at = parser.add_argument_group("attributions")
+    at.add_argument(
+        "--methods",
+        help="comma-separated attribution methods for the report (default: saliency,gradcam,guided_gradcam; "
+        "'all' for every method, 'none' to skip)",
+    )
+
+
+def _methods(text: str | None) -> list[str] | None:
+    from ..methods.registry import METHODS, get_method
+
+    if text is None:
+        return None
+    if text.strip() == "none":
+        return []
+    if text.strip() == "all":
+        return list(METHODS)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    for name in names:
+        get_method(name)  # unknown names fail before any work is done
+    return names
 
 
 def run(args: argparse.Namespace, *, command: str | None = None) -> int:
@@ -45,6 +66,7 @@ def run(args: argparse.Namespace, *, command: str | None = None) -> int:
         feature_tensors=tensors,
         top_k=args.top_k,
         command=command or command_line(),
+        methods=_methods(getattr(args, "methods", None)),
     )
     out = Path(args.output)
     write_html(data, out)

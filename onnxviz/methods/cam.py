@@ -354,7 +354,6 @@ class GuidedGradCAM(_GradientCAM):
             input_name=input_name,
             params=self.params,
             layer=layer,
-            trust={"gradcam": cam},
         )
 
 

@@ -386,14 +386,17 @@ def build_report(
     command: str = "",
     max_channels: int = 16,
     timestamp: bool = False,
+    methods: Sequence[str] | None = None,
 ) -> ReportData:
     """Analyse ``model`` (and, when given, its run on ``inputs``) into report view models.
 
     Sections: overview, layer table, kernels of every convolution; with ``inputs`` also the
     inputs, the top predictions and the feature maps of ``feature_tensors`` (default:
     :func:`onnxviz.featuremaps.default_feature_tensors`; ``[]`` for none), each with its
-    ``top_k`` channels by mean activation. Deeper conv layers show at most ``max_channels``
-    filters and input channels, chosen by L2 norm.
+    ``top_k`` channels by mean activation, and the attribution maps of ``methods`` (registry
+    names; default :data:`onnxviz.report.attributions.DEFAULT_METHODS`, ``[]`` for none).
+    Deeper conv layers show at most ``max_channels`` filters and input channels, chosen by L2
+    norm.
 
     A model exported with a fixed batch of 1 is run one sample at a time, so a report can show
     several inputs of such a model.
@@ -421,6 +424,15 @@ def build_report(
     sections.append(_kernels_section(kernels, max_channels))
     if inputs is not None and feeds is not None:
         sections.append(_feature_maps_section(model, feeds, feature_tensors, top_k, labels))
+        from .attributions import DEFAULT_METHODS, attribution_section
+
+        chosen = DEFAULT_METHODS if methods is None else tuple(methods)
+        if chosen:
+            sections.append(
+                attribution_section(
+                    model, feeds, inputs.preprocess, labels, chosen, input_name=getattr(inputs, "image_input", None)
+                )
+            )
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds") if timestamp else None
     return ReportData(
         title=summary.name,

@@ -97,20 +97,7 @@ def test_occlusion_defaults_and_argument_checks():
 
 
 def shrink_model(with_shrink: bool) -> onnxviz.Model:
-    """tiny_cnn with ``Shrink(lambd=0, bias=0)`` (the identity) after the first ReLU: an op the
-    numpy engine has no rule for, which onnxruntime runs."""
-    proto = tm.tiny_cnn()
-    if with_shrink:
-        nodes = list(proto.graph.node)
-        k = next(i for i, n in enumerate(nodes) if n.output[0] == "relu1")
-        for n in nodes:
-            for j, name in enumerate(n.input):
-                if name == "relu1":
-                    n.input[j] = "shrunk"
-        nodes.insert(k + 1, helper.make_node("Shrink", ["relu1"], ["shrunk"], lambd=0.0, bias=0.0))
-        del proto.graph.node[:]
-        proto.graph.node.extend(nodes)
-    return onnxviz.Model.from_proto(proto)
+    return onnxviz.Model.from_proto(tm.tiny_cnn_with_unsupported_op() if with_shrink else tm.tiny_cnn())
 
 
 def test_forward_methods_run_where_the_numpy_engine_cannot():
