@@ -1,0 +1,170 @@
+"""The optimization loop: Adam, redirected ReLU, reproducibility, layouts, galleries, DeepDream."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+from onnxviz.backends.numpy.registry import Call
+
+from onnxviz import Model
+from onnxviz.errors import InputError, TargetError, UnsupportedOpError
+from onnxviz.maximize import (
+    Adam,
+    FFTParam,
+    channel,
+    class_logit,
+    dream,
+    evaluate,
+    layer_l2,
+    total_variation,
+    visualize,
+)
+from onnxviz.maximize.optimize import redirected_relu_vjp
+from tests import models
+from tests.maximize import gabor_cnn
+
+
+@pytest.fixture(scope="module")
+def gabor() -> Model:
+    return Model.from_proto(gabor_cnn(24))
+
+
+def test_adam_on_a_quadratic() -> None:
+    """Ascent on ``-|p - a|^2 / 2``: the first step is ``lr * sign(grad)``, then it converges."""
+    a = np.array([3.0, -1.0, 0.25])
+    adam = Adam(lr=0.05)
+    p = np.zeros(3)
+    state = adam.init(p)
+    p1, state = adam.step(p, a - p, state)
+    np.testing.assert_allclose(p1, 0.05 * np.sign(a), rtol=1e-6)
+    p = p1
+    for _ in range(2000):
+        p, state = adam.step(p, a - p, state)
+    np.testing.assert_allclose(p, a, atol=1e-3)
+    assert state.t == 2001
+
+
+def test_redirected_relu_rule() -> None:
+    y = np.array([[0.0, 2.0, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    g = np.array([[1.0, -3.0, -1.0], [2.0, -1.0, 0.5], [4.0, 0.0, -2.0]])
+    call = Call("Relu", (y,), (y,), {}, (True,))
+    (gx,) = redirected_relu_vjp(call, g)
+    # row 0: live unit has gradient -> ordinary rule; row 1: all dead -> only g > 0 passes;
+    # row 2: the live unit has zero gradient -> redirected as well
+    np.testing.assert_array_equal(gx, [[0.0, -3.0, 0.0], [2.0, 0.0, 0.5], [4.0, 0.0, 0.0]])
+
+
+def test_redirected_relu_revives_a_dead_unit() -> None:
+    m = Model.from_proto(models.with_dead_and_duplicate_filters())
+    obj = channel("relu1", models.NEVER_ACTIVE_FILTER)
+    off = visualize(m, obj, rng=0, steps=2, redirect_relu_steps=0, transforms=None, size=None)
+    on = visualize(m, obj, rng=0, steps=2, redirect_relu_steps=2, transforms=None)
+    p0 = FFTParam(32, 32, 3).init(1, np.random.default_rng(off.settings.init_seed))
+    np.testing.assert_array_equal(off.params, p0.astype(np.float32))  # zero gradient: no step
+    assert np.abs(on.params - p0).max() > 1e-3
+
+
+def test_reproducible_from_the_seed(gabor: Model) -> None:
+    obj = channel("relu2", [0, 3])
+    a = visualize(gabor, obj, rng=7, steps=3)
+    b = visualize(gabor, obj, rng=7, steps=3)
+    c = visualize(gabor, obj, rng=8, steps=3)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.history, b.history)
+    assert not np.array_equal(a.images, c.images)
+    assert a.settings.seed == 7 and a.settings.batch == 2 and a.history.shape == (3, 2)
+    g = visualize(gabor, obj, rng=np.random.default_rng(7), steps=3)
+    np.testing.assert_array_equal(g.images, a.images)  # a Generator seeded alike is the same run
+
+
+def test_inputs_are_what_final_was_measured_on(gabor: Model) -> None:
+    vis = visualize(gabor, channel("relu3", [1, 2, 5]), rng=0, steps=4)
+    assert vis.inputs.shape == (3, 3, 24, 24) and vis.inputs.dtype == np.float32
+    assert vis.images.shape == (3, 24, 24, 3) and 0 <= vis.images.min() and vis.images.max() <= 1
+    relu3 = gabor.run(vis.inputs, taps=["relu3"])["relu3"]  # onnxruntime, independent of the engine
+    np.testing.assert_allclose(vis.final, relu3[np.arange(3), [1, 2, 5]].mean(axis=(1, 2)), rtol=1e-4)
+    np.testing.assert_allclose(evaluate(gabor, channel("relu3", [1, 2, 5]), vis.inputs), vis.final, rtol=1e-5)
+
+
+def test_nhwc_model_gets_nhwc_inputs() -> None:
+    m = Model.from_proto(models.tf2onnx_nhwc())
+    vis = visualize(m, channel("model/conv2d_1/Relu:0", [0, 5]), rng=0, steps=2)
+    assert vis.inputs.shape == (2, 32, 32, 3)
+    assert vis.settings.preprocess["layout"] == "NHWC"
+    out = m.run(vis.inputs, taps=["model/conv2d_1/Relu:0"])["model/conv2d_1/Relu:0"]
+    np.testing.assert_allclose(vis.final, out[[0, 1], [0, 5]].mean(axis=(1, 2)), rtol=1e-4)
+
+
+def test_grey_model_gets_one_channel() -> None:
+    m = Model.from_proto(models.grayscale_cnn())
+    vis = visualize(m, class_logit("Plus214_Output_0", 3), rng=0, steps=2)
+    assert vis.inputs.shape == (1, 1, 28, 28)
+    assert vis.images.shape == (1, 28, 28, 1)
+
+
+def test_gallery_in_one_batch_equals_separate_runs(gabor: Model) -> None:
+    """Same init blocks and the same (batch-shared) transform draws: the same images."""
+    chans = list(range(8))
+    batch = visualize(gabor, channel("relu2", chans), rng=3, steps=4, dtype=np.float64)
+    init = FFTParam(24, 24, 3).init(8, np.random.default_rng(batch.settings.init_seed))
+    for i in (0, 5):
+        alone = visualize(gabor, channel("relu2", chans[i]), rng=3, steps=4, init=init[i : i + 1], dtype=np.float64)
+        np.testing.assert_allclose(alone.images[0], batch.images[i], atol=1e-5)
+        np.testing.assert_allclose(alone.history[:, 0], batch.history[:, i], rtol=1e-4, atol=1e-6)
+
+
+def test_only_the_needed_subgraph_runs() -> None:
+    """A head the numpy engine cannot run (Hardmax) does not matter for a layer objective."""
+    proto = gabor_cnn(24)
+    proto.graph.node.append(helper.make_node("Hardmax", ["logits"], ["hard"]))
+    proto.graph.output.append(helper.make_tensor_value_info("hard", onnx.TensorProto.FLOAT, ["N", 10]))
+    m = Model.from_proto(proto)
+    vis = visualize(m, channel("relu1", 2), rng=0, steps=2)
+    assert np.isfinite(vis.final).all()
+    with pytest.raises(UnsupportedOpError):
+        visualize(m, class_logit("hard", 1), rng=0, steps=1)
+
+
+def test_image_regularizer_alone_and_progress(gabor: Model) -> None:
+    seen: list[int] = []
+    vis = visualize(
+        gabor, -total_variation(), rng=0, steps=30, param="pixel", transforms=None,
+        progress=lambda step, vals: seen.append(step),
+    )
+    assert seen == list(range(30))
+    assert vis.history[-1, 0] > vis.history[0, 0]  # TV went down
+
+
+def test_argument_errors(gabor: Model) -> None:
+    with pytest.raises(TargetError, match="batch of 2"):
+        visualize(gabor, channel("relu2", [0, 1]), rng=0, steps=1, batch=3)
+    with pytest.raises(InputError, match="fixed at 24x24"):
+        visualize(gabor, channel("relu2", 0), rng=0, steps=1, size=(32, 32))
+    with pytest.raises(InputError, match="Generator or an int"):
+        visualize(gabor, channel("relu2", 0), rng="seed", steps=1)  # type: ignore[arg-type]
+
+
+def test_dynamic_size_model_uses_the_requested_size() -> None:
+    m = Model.from_proto(models.dynamic_spatial())
+    vis = visualize(m, channel("relu2", 1), rng=0, steps=2, size=(20, 28))
+    assert vis.inputs.shape == (1, 3, 20, 28)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_dream_raises_the_layer_objective(dynamic: bool) -> None:
+    m = Model.from_proto(models.dynamic_spatial() if dynamic else gabor_cnn(24))
+    layer = "relu2"
+    img = np.random.default_rng(0).uniform(0.3, 0.7, (24, 24, 3)).astype(np.float32)
+    out = dream(m, img, layers=layer, octaves=2, steps_per_octave=4, jitter=4, rng=0)
+    assert out.shape == img.shape and out.min() >= 0 and out.max() <= 1
+    from onnxviz.inputs import Preprocess
+    from onnxviz.maximize.param import ModelInput
+
+    mi = ModelInput(Preprocess.from_model(m.input()))
+    before = evaluate(m, layer_l2(layer), mi.forward(img[None]))
+    after = evaluate(m, layer_l2(layer), mi.forward(out[None]))
+    assert after[0] > 1.5 * before[0]
+    again = dream(m, img, layers=layer, octaves=2, steps_per_octave=4, jitter=4, rng=0)
+    np.testing.assert_array_equal(out, again)
