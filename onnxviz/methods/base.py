@@ -22,6 +22,7 @@ from ..model import Model
 from ..targets import Target, resolve_classes
 
 __all__ = [
+    "is_probability",
     "Explanation",
     "Method",
     "TargetSpec",
@@ -61,6 +62,13 @@ class TargetSpec:
         seed[np.arange(value.shape[0]), self.classes[rows]] = 1
         return seed
 
+    def probability(self, value: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """The softmax probability of each sample's class (logits summed over any spatial axes)."""
+        rows = np.arange(value.shape[0]) if rows is None else rows
+        logits = value.reshape(value.shape[0], value.shape[1], -1).sum(axis=2).astype(np.float64)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True))[np.arange(len(rows)), self.classes[rows]]
+
     def score(self, value: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """The target score of each sample of ``value`` (the objective per sample)."""
         s = self.seed(value, rows) * value
@@ -86,6 +94,12 @@ def resolve_target(
             )
         return TargetSpec(out, np.full(value.shape[0], -1, np.int64), target.astype(np.float64)), value
     return TargetSpec(out, resolve_classes(value, target, name=out)), value
+
+
+def is_probability(value: np.ndarray) -> bool:
+    """Whether an output already holds class probabilities (non-negative, rows summing to 1)."""
+    flat = value.reshape(value.shape[0], value.shape[1], -1).sum(axis=2)
+    return bool(np.all(flat >= 0) and np.allclose(flat.sum(axis=1), 1.0, atol=1e-3))
 
 
 def channel_axis(model: Model, input_name: str | None = None) -> int:

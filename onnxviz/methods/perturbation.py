@@ -22,6 +22,7 @@ from .base import (
     channel_axis,
     chunks,
     image_size,
+    is_probability,
     run_output,
     take_rows,
 )
@@ -141,18 +142,6 @@ class Occlusion(Method):
         )
 
 
-def _probabilities(value: np.ndarray) -> bool:
-    """Whether an output already holds class probabilities (non-negative, rows summing to 1)."""
-    flat = value.reshape(value.shape[0], value.shape[1], -1).sum(axis=2)
-    return bool(np.all(flat >= 0) and np.allclose(flat.sum(axis=1), 1.0, atol=1e-3))
-
-
-def _softmax_scores(value: np.ndarray, target: TargetSpec, rows: np.ndarray) -> np.ndarray:
-    logits = value.reshape(value.shape[0], value.shape[1], -1).sum(axis=2).astype(np.float64)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True))[np.arange(len(rows)), target.classes[rows]]
-
-
 class RISE(Method):
     """RISE, Randomized Input Sampling for Explanation (Petsiuk et al., BMVC 2018, eqs. 4-6).
 
@@ -211,9 +200,9 @@ class RISE(Method):
         use_softmax = (
             target.cotangent is None
             and self.softmax is not False
-            and (self.softmax is True or not _probabilities(value))
+            and (self.softmax is True or not is_probability(value))
         )
-        probabilities = target.cotangent is None and (use_softmax or _probabilities(value))
+        probabilities = target.cotangent is None and (use_softmax or is_probability(value))
 
         x = feeds[input_name]
         n = x.shape[0]
@@ -230,7 +219,7 @@ class RISE(Method):
             tiled = np.tile(masks, (n, 1, 1))
             batch[input_name] = (batch[input_name] * (tiled[:, None] if axis == 1 else tiled[..., None])).astype(x.dtype)
             out = run_output(model, batch, target.output)
-            sc = _softmax_scores(out, target, rows) if use_softmax else target.score(out, rows)
+            sc = target.probability(out, rows) if use_softmax else target.score(out, rows)
             saliency += np.einsum("nm,mhw->nhw", sc.reshape(n, m), masks)
         saliency /= self.n_masks * self.p
         variant = "RISE: sum_i S(x * M_i) M_i / (N p), S = " + (
