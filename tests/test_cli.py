@@ -182,3 +182,16 @@ def test_explain_top_k_and_errors(tiny: Path, tmp_path: Path, capsys: pytest.Cap
     code, _, err = run(capsys, "explain", str(tiny), "--input", str(img), "--method", "gradcam",
                        "--layer", "nope", "-o", str(tmp_path / "x.png"))
     assert code == 1 and "error:" in err and "Traceback" not in err
+
+
+def test_explain_trust_figures(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    img = tmp_path / "img.png"
+    Image.fromarray((np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8)).save(img)
+    js = tmp_path / "t.json"
+    code, _, err = run(capsys, "explain", str(tiny), "--input", str(img), "--method", "integrated_gradients",
+                       "--trust", "--json", str(js), "-o", str(tmp_path / "t.png"), "-q")
+    assert code == 0, err
+    trust = json.loads(js.read_text())["explanations"][0]["trust"]
+    assert trust["completeness_error"][0] < 0.01
+    assert 0 <= trust["deletion_auc"][0] <= 1 and 0 <= trust["insertion_auc"][0] <= 1
+    assert trust["randomization_verdict"] in ("trustworthy", "insensitive")

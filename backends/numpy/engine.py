@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal, Union
 import numpy as np
 
 from ...errors import ExecutionError, InputError, TargetError, UnsupportedOpError
-from .registry import NON_DIFFERENTIABLE, REGISTRY, Call, VjpFn
+from .registry import NON_DIFFERENTIABLE, REGISTRY, VALUE_BLOCKING, Call, VjpFn
 
 if TYPE_CHECKING:
     from ...graph import Graph, Node
@@ -200,6 +200,7 @@ class NumpyEngine:
                 reach.update(o for o in n.outputs if o)
         # Tensors the seeds depend on.
         needed = {o for n in g.ancestors(set(seeds)) for o in n.outputs} | set(seeds)
+        self._check_blocking(set(wrt), needed)
         on_path = frozenset(
             n.index
             for n in g.nodes
@@ -262,6 +263,24 @@ class NumpyEngine:
                 result_grads[name] = np.zeros_like(ref) if ref is not None else np.zeros(())
         out_values = {name: env[name] for name in dict.fromkeys(tuple(seeds) + tuple(values))}
         return GradResult(out_values, result_grads)
+
+    def _check_blocking(self, wrt: set[str], needed: set[str]) -> None:
+        """Refuse a gradient that would cross a quantizing or rounding op: it would be silently 0."""
+        g = self.graph
+        depends = set(wrt)
+        for n in g.nodes:
+            if any(i in depends for i in n.inputs if i):
+                if n.op_type in VALUE_BLOCKING and any(o in needed for o in n.outputs):
+                    raise UnsupportedOpError(
+                        n.op_type,
+                        n.label,
+                        g.opset,
+                        reason="lies on the gradient path and has no useful derivative (its output is "
+                        "quantized, rounded or selected), so gradients through it would be silently zero",
+                        hint="forward-only methods (occlusion, RISE) and kernels/feature maps still work; "
+                        "explain the float model before quantization for gradient-based maps",
+                    )
+                depends.update(o for o in n.outputs if o)
 
     def _forward_ort(
         self,

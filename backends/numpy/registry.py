@@ -45,6 +45,7 @@ __all__ = [
     "forward",
     "vjp",
     "NON_DIFFERENTIABLE",
+    "VALUE_BLOCKING",
     "unbroadcast",
 ]
 
@@ -111,6 +112,28 @@ NON_DIFFERENTIABLE: frozenset[str] = frozenset(
         "QLinearConv",
         "MatMulInteger",
         "QLinearMatMul",
+    }
+)
+
+
+#: Non-differentiable ops whose outputs still carry the input's values (quantized, rounded or
+#: selected): a zero gradient through them would be silently wrong, so the engine refuses to
+#: differentiate along a path that crosses one. (Comparisons and shape ops are not here: their
+#: zero gradient is the true one almost everywhere.)
+VALUE_BLOCKING: frozenset[str] = frozenset(
+    {
+        "QuantizeLinear",
+        "DynamicQuantizeLinear",
+        "ConvInteger",
+        "QLinearConv",
+        "MatMulInteger",
+        "QLinearMatMul",
+        "Floor",
+        "Ceil",
+        "Round",
+        "Sign",
+        "ArgMax",
+        "ArgMin",
     }
 )
 

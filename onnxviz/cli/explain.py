@@ -15,6 +15,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from ..errors import InputError
 from ..imaging import save_png
 from ..methods.base import Explanation, channel_axis, resolve_target
+from ..methods.evaluation import deletion_insertion, randomization_test
 from ..methods.registry import METHODS, get_method
 from ..model import load
 from ..report.panels import display_images, explanation_panel
@@ -54,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --save-npy: save the (N, H, W) maps at input resolution instead of the raw attributions",
     )
     parser.add_argument("--json", metavar="FILE", help="write the method, variant, targets, scores and trust figures")
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="also compute deletion/insertion AUC (20 steps, zero baseline) and the top-layer randomization check",
+    )
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
@@ -117,12 +124,21 @@ def run(args: argparse.Namespace) -> int:
     explanations: list[Explanation] = []
     for target in _targets(args, model, feeds):
         progress(f"{args.method}: explaining target {target if target is not None else 'top class'}")
-        explanations.append(
-            method.explain(
-                model, feeds, target, output=args.output_tensor, input_name=input_name,
-                rng=np.random.default_rng(args.seed),
-            )
+        e = method.explain(
+            model, feeds, target, output=args.output_tensor, input_name=input_name,
+            rng=np.random.default_rng(args.seed),
         )
+        if args.trust:
+            progress("trust figures: deletion/insertion AUC and the randomization check")
+            extra = deletion_insertion(model, feeds, e).as_trust()
+            extra.update(
+                randomization_test(
+                    model, feeds, method, target=target, output=args.output_tensor, input_name=input_name,
+                    top=1, rng=np.random.default_rng(args.seed),
+                ).as_trust()
+            )
+            e = dataclasses.replace(e, trust={**e.trust, **extra})
+        explanations.append(e)
     images = display_images(feeds[input_name], prepared.preprocess, channel_axis(model, input_name))
     panel = explanation_panel(images, explanations)
     save_png(panel, Path(args.out))

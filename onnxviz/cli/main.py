@@ -10,7 +10,7 @@ from types import ModuleType
 
 from .. import __version__
 from ..errors import OnnxvizError
-from . import demo, explain, inspect, report
+from . import audit, demo, diff, explain, inspect, report, topk
 
 __all__ = ["main", "build_parser"]
 
@@ -19,6 +19,9 @@ COMMANDS: dict[str, ModuleType] = {
     "inspect": inspect,
     "report": report,
     "explain": explain,
+    "topk": topk,
+    "audit": audit,
+    "diff": diff,
     "demo": demo,
 }
 
@@ -30,6 +33,9 @@ Start with:
   onnxviz inspect model.onnx                     layers, shapes, parameters, compute
   onnxviz report model.onnx --input cat.png -o report.html
   onnxviz explain model.onnx --input cat.png --method gradcam -o cam.png
+  onnxviz topk model.onnx --layer TENSOR --images photos/ -o topk.png
+  onnxviz audit model.onnx --fail-on error   (exit status 1 when a finding is that severe)
+  onnxviz diff fp32.onnx int8.onnx --input cat.png
 """
 
 

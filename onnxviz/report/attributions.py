@@ -12,11 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+import dataclasses
+
 import numpy as np
 
 from ..errors import OnnxvizError
 from ..imaging import overlay
 from ..methods.base import Explanation, channel_axis
+from ..methods.evaluation import deletion_insertion, randomization_test
 from ..methods.registry import METHODS, get_method
 from ..model import Model
 from .data import Section, TocEntry
@@ -49,6 +52,7 @@ class AttributionPanel:
     params: tuple[tuple[str, str], ...]
     tiles: tuple[AttributionTile, ...]
     error: str
+    sanity: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,8 +100,14 @@ def attribution_section(
     input_name: str | None = None,
     max_inputs: int = 4,
     rng_seed: int = 0,
+    trust: bool = True,
 ) -> AttributionsSection:
-    """Run each of ``methods`` (registry names) on the inputs, with their default parameters."""
+    """Run each of ``methods`` (registry names) on the inputs, with their default parameters.
+
+    With ``trust`` each map also gets its deletion and insertion AUC (Petsiuk et al., 20 steps,
+    zero baseline) and each method the top-layer parameter-randomization check (Adebayo et
+    al.): how much the maps change when the last learned layer is randomized.
+    """
     name = input_name or model.inputs[0].name
     n = min(max_inputs, next(iter(feeds.values())).shape[0])
     shown = {k: v[:n] for k, v in feeds.items()}
@@ -108,6 +118,17 @@ def attribution_section(
         method = cls()
         try:
             e = method.explain(model, shown, None, input_name=name, rng=np.random.default_rng(rng_seed))
+            sanity = ""
+            if trust:
+                e = dataclasses.replace(e, trust={**e.trust, **deletion_insertion(model, shown, e).as_trust()})
+                check = randomization_test(
+                    model, shown, method, input_name=name, top=1, rng=np.random.default_rng(rng_seed)
+                )
+                sanity = (
+                    f"{check.verdict}: randomizing the last learned layer ({check.layers[0]}) moves the maps to a "
+                    f"mean Spearman rank correlation of {float(check.mean_spearman_abs[0]):.2f} with the originals "
+                    f"(|map|; below {check.threshold} counts as sensitive to the model)"
+                )
         except OnnxvizError as err:
             hint = f" ({err.hint})" if err.hint else ""
             panels.append(
@@ -128,7 +149,7 @@ def attribution_section(
         )
         params = tuple((key, _fmt(v)) for key, v in sorted(e.params.items()))
         panels.append(
-            AttributionPanel(f"attr-{k}", method_name, e.variant, e.signed, e.layer, params, tiles, "")
+            AttributionPanel(f"attr-{k}", method_name, e.variant, e.signed, e.layer, params, tiles, "", sanity)
         )
     total = next(iter(feeds.values())).shape[0]
     note = f"showing the first {n} of {total} inputs" if total > n else ""

@@ -36,6 +36,7 @@ from ..layers import ModelSummary, summarize
 if TYPE_CHECKING:  # the input pipeline is only needed for its types and array_to_image
     from ..inputs import PreparedInputs
     from ..model import Model
+    from .featurevis import FeatureVisOptions
 
 __all__ = [
     "MAX_SHOWN_INPUTS",
@@ -387,6 +388,7 @@ def build_report(
     max_channels: int = 16,
     timestamp: bool = False,
     methods: Sequence[str] | None = None,
+    featurevis: FeatureVisOptions | None = None,
 ) -> ReportData:
     """Analyse ``model`` (and, when given, its run on ``inputs``) into report view models.
 
@@ -396,7 +398,8 @@ def build_report(
     ``top_k`` channels by mean activation, and the attribution maps of ``methods`` (registry
     names; default :data:`onnxviz.report.attributions.DEFAULT_METHODS`, ``[]`` for none).
     Deeper conv layers show at most ``max_channels`` filters and input channels, chosen by L2
-    norm.
+    norm. With ``featurevis`` options, also the feature-visualization section
+    (:mod:`onnxviz.report.featurevis`; seeded, so still deterministic).
 
     A model exported with a fixed batch of 1 is run one sample at a time, so a report can show
     several inputs of such a model.
@@ -433,6 +436,18 @@ def build_report(
                     model, feeds, inputs.preprocess, labels, chosen, input_name=getattr(inputs, "image_input", None)
                 )
             )
+    if featurevis is not None:
+        from .featurevis import featurevis_section
+
+        sections.append(
+            featurevis_section(
+                model,
+                featurevis,
+                feeds=feeds,
+                preprocess=None if inputs is None else inputs.preprocess,
+                labels=() if feeds is None else _sample_labels(inputs.sources, _batch_size(feeds)),  # type: ignore[union-attr]
+            )
+        )
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds") if timestamp else None
     return ReportData(
         title=summary.name,

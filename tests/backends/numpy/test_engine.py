@@ -204,3 +204,12 @@ def test_unknown_tensor_names() -> None:
         m.value_and_grad(feeds, {"nope": np.ones(1)})
     with pytest.raises(TargetError, match="not in the graph"):
         m.value_and_grad(feeds, {m.outputs[0].name: lambda v: v}, ["nope"])
+
+
+@pytest.mark.parametrize("builder", [models.quantized_qdq, models.quantized_qlinear])
+def test_quantized_paths_are_refused_not_silently_zero(builder) -> None:
+    m = Model.from_proto(builder())
+    feeds = random_feeds(m)
+    with pytest.raises(UnsupportedOpError, match="silently zero") as e:
+        m.gradient(feeds[m.inputs[0].name], target=1)
+    assert "occlusion" in (e.value.hint or "")
