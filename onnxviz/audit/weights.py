@@ -1,0 +1,405 @@
+"""Weight checks: non-finite and denormal values, dead and duplicate filters, batch-norm
+variances, extreme magnitudes, float16 range, and how much of the model is near zero.
+
+"Weights" are the float constants that input-dependent nodes read: initializers, ``Constant``
+nodes and folded constant subgraphs (so dequantized int8 weights too), as
+:attr:`onnxviz.model.Model.constants` gives them. Filters come from
+:func:`onnxviz.kernels.conv_kernels`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernels import NEAR_ZERO_FRACTION, conv_kernels
+from .findings import Finding
+from .runner import AuditContext, Check
+
+__all__ = [
+    "CHECKS",
+    "DUPLICATE_COSINE",
+    "BN_VARIANCE_MIN",
+    "BN_VARIANCE_MAX",
+    "EXTREME_MAGNITUDE",
+    "FLOAT16_MAX",
+    "weight_tensors",
+]
+
+#: Two filters are near-duplicates above this cosine similarity.
+DUPLICATE_COSINE = 0.999
+#: Filters with fewer weights than this are not compared (any two 1-weight filters are parallel).
+_MIN_FILTER_SIZE = 4
+#: BatchNormalization variances below / above these are flagged.
+BN_VARIANCE_MIN = 1e-8
+BN_VARIANCE_MAX = 1e6
+#: Weights of larger magnitude than this are flagged as extreme.
+EXTREME_MAGNITUDE = 1e4
+#: The largest finite float16.
+FLOAT16_MAX = 65504.0
+
+_MAX_LISTED = 16
+
+
+def weight_tensors(ctx: AuditContext) -> dict[str, np.ndarray]:
+    """Float constants read by input-dependent nodes, by name, in graph order."""
+
+    def collect() -> dict[str, np.ndarray]:
+        g = ctx.model.graph
+        consts = ctx.model.constants
+        out: dict[str, np.ndarray] = {}
+        for n in g.nodes:
+            if not any(o in g.dynamic for o in n.outputs):
+                continue
+            for name in n.inputs:
+                if name and name not in out and name in consts and consts[name].dtype.kind == "f":
+                    out[name] = consts[name]
+        return out
+
+    return ctx.shared("weights", collect)
+
+
+@dataclass(frozen=True)
+class _Stats:
+    size: int
+    nan: int
+    inf: int
+    first_bad: tuple[int, ...] | None
+    denormal: int
+    max_abs: float
+    extreme: int
+    float16_over: int
+    near_zero: int
+
+
+def weight_stats_by_tensor(ctx: AuditContext) -> dict[str, _Stats]:
+    """One pass of counts over every weight tensor, shared by the value checks (large models
+    hold hundreds of millions of weights: each check must not walk them again)."""
+
+    def compute() -> dict[str, _Stats]:
+        out: dict[str, _Stats] = {}
+        for name, w in weight_tensors(ctx).items():
+            a = np.abs(w)
+            peak = float(a.max()) if a.size else 0.0
+            nan = inf = 0
+            first_bad = None
+            if not np.isfinite(peak):
+                bad = ~np.isfinite(w)
+                nan, inf = int(np.isnan(w).sum()), int(np.isinf(w).sum())
+                first_bad = tuple(int(i) for i in np.argwhere(bad)[0])
+                a = np.where(bad, 0, a)
+                peak = float(a.max())
+            tiny = np.finfo(w.dtype).tiny
+            below = int(np.count_nonzero(a < tiny))
+            denormal = below - int(np.count_nonzero(a == 0)) if below else 0
+            out[name] = _Stats(
+                size=int(w.size),
+                nan=nan,
+                inf=inf,
+                first_bad=first_bad,
+                denormal=denormal,
+                max_abs=peak,
+                extreme=int(np.count_nonzero(a > EXTREME_MAGNITUDE)) if peak > EXTREME_MAGNITUDE else 0,
+                float16_over=int(np.count_nonzero(a > FLOAT16_MAX)) if peak > FLOAT16_MAX else 0,
+                near_zero=int(np.count_nonzero(a < NEAR_ZERO_FRACTION * peak)) if peak > 0 else int(w.size) - nan - inf,
+            )
+        return out
+
+    return ctx.shared("weight-stats", compute)
+
+
+def _consumer(ctx: AuditContext, tensor: str) -> str | None:
+    users = [n for n in ctx.model.graph.consumers.get(tensor, ()) if any(o in ctx.model.graph.dynamic for o in n.outputs)]
+    return users[0].label if users else None
+
+
+class NonFiniteWeightsCheck(Check):
+    """Weights that are NaN or infinite (error): every output they touch is garbage.
+
+    Usually a diverged training run or a broken conversion (overflowing cast to float16).
+    """
+
+    id = "weights.nonfinite"
+
+    def run(self, ctx: AuditContext) -> list[Finding]:
+        found: list[Finding] = []
+        for name, st in weight_stats_by_tensor(ctx).items():
+            if not (st.nan or st.inf):
+                continue
+            found.append(
+                self.finding(
+                    "error",
+                    f"weight {name!r} has {st.nan + st.inf} NaN/Inf value(s) of {st.size}",
+                    node=_consumer(ctx, name),
+                    tensor=name,
+                    evidence={
+                        "nan": st.nan,
+                        "inf": st.inf,
+                        "size": st.size,
+                        "first_index": list(st.first_bad or ()),
+                        "source": ctx.model.graph.constant_source(name),
+                    },
+                    hint="re-export from a checkpoint with finite weights; check casts to float16",
+                )
+            )
+        return found
+
+
+class DenormalWeightsCheck(Check):
+    """Subnormal (denormal) float weights (warning): nonzero values below the smallest normal.
+
+    They are numerically meaningless, make CPU arithmetic up to 100x slower on some hardware,
+    and are flushed to zero by GPUs and float16 conversion.
+    """
+
+    id = "weights.denormal"
+
+    def run(self, ctx: AuditContext) -> list[Finding]:
+        found: list[Finding] = []
+        weights = weight_tensors(ctx)
+        for name, st in weight_stats_by_tensor(ctx).items():
+            if st.denormal:
+                dtype = weights[name].dtype
+                tiny = float(np.finfo(dtype).tiny)
+                found.append(
+                    self.finding(
+                        "warning",
+                        f"weight {name!r} has {st.denormal} denormal value(s) (0 < |w| < {tiny:.3g}, {dtype})",
+                        node=_consumer(ctx, name),
+                        tensor=name,
+                        evidence={"denormal": st.denormal, "size": st.size, "dtype": str(dtype), "smallest_normal": tiny},
+                        hint="flush them to zero (w[np.abs(w) < np.finfo(w.dtype).tiny] = 0) before deploying",
+                    )
+                )
+        return found
+
+
+class DeadFiltersCheck(Check):
+    """Convolution filters whose weights are all exactly zero (warning).
+
+    The output channel is a constant (its bias): compute and parameters for nothing, typically
+    left by pruning that did not remove the channel, or by a broken conversion.
+    """
+
+    id = "weights.dead-filters"
+
+    def run(self, ctx: AuditContext) -> list[Finding]:
+        found: list[Finding] = []
+        for k in ctx.shared("kernels", lambda: conv_kernels(ctx.model)):
+            dead = list(k.stats.dead_filters)
+            if not dead:
+                continue
+            total = k.weight.shape[1 if k.op_type == "ConvTranspose" else 0]
+            found.append(
+                self.finding(
+                    "warning",
+                    f"{len(dead)} of {total} filters of {k.op_type} {k.node!r} are all zero: {dead[:_MAX_LISTED]}",
+                    node=k.node,
+                    tensor=k.output_tensor,
+                    evidence={"filters": dead[:64], "count": len(dead), "total": int(total), "source": k.source},
+                    hint="prune the channels away (and the next layer's inputs), or check the export",
+                )
+            )
+        return found
+
+
+class DuplicateFiltersCheck(Check):
+    """Pairs of filters within one convolution with cosine similarity above 0.999 (warning).
+
+    Near-parallel filters detect the same pattern: redundant capacity, a sign of a collapsed
+    training run or of weights copied by mistake.
+    """
+
+    id = "weights.duplicate-filters"
+
+    def run(self, ctx: AuditContext) -> list[Finding]:
+        found: list[Finding] = []
+        for k in ctx.shared("kernels", lambda: conv_kernels(ctx.model)):
+            axis = 1 if k.op_type == "ConvTranspose" else 0
+            f = np.moveaxis(k.weight, axis, 0).reshape(k.weight.shape[axis], -1).astype(np.float32)
+            if f.shape[0] < 2 or f.shape[1] < _MIN_FILTER_SIZE:
+                continue
+            norms = np.linalg.norm(f, axis=1)
+            live = np.flatnonzero(np.isfinite(norms) & (norms > 0))  # non-finite filters: weights.nonfinite
+            if live.size < 2:
+                continue
+            unit = f[live] / norms[live, None]
+            cos = unit @ unit.T
+            close = np.triu(cos > DUPLICATE_COSINE, k=1)
+            count = int(np.count_nonzero(close))
+            if count == 0:
+                continue
+            involved = int(np.count_nonzero(close.any(axis=0) | close.any(axis=1)))
+            max_cos = float(np.max(cos, where=close, initial=-1.0))
+            pairs: list[list[int]] = []
+            for a in np.flatnonzero(close.any(axis=1)):  # first pairs only: a layer may have millions
+                pairs.extend([int(live[a]), int(live[b])] for b in np.flatnonzero(close[a]))
+                if len(pairs) >= _MAX_LISTED:
+                    break
+            pairs = pairs[:_MAX_LISTED]
+            del cos, close
+            found.append(
+                self.finding(
+                    "warning",
+                    f"{k.op_type} {k.node!r} has {count} near-duplicate filter pair(s) (cosine > {DUPLICATE_COSINE}): "
+                    + ", ".join(f"{a}~{b}" for a, b in pairs[:8])
+                    + (" ..." if count > 8 else ""),
+                    node=k.node,
+                    tensor=k.output_tensor,
+                    evidence={
+                        "pairs": pairs,
+                        "pair_count": count,
+                        "filters_involved": int(involved),
+                        "total": int(f.shape[0]),
+                        "max_cosine": max_cos,
+                    },
+                    hint="duplicate filters add nothing; prune one of each pair",
+                )
+            )
+        return found
+
+
+class BatchNormVarianceCheck(Check):
+    """BatchNormalization running variances near zero (< 1e-8) or huge (> 1e6) (warning).
+
+    A tiny variance divides by about sqrt(epsilon) and amplifies noise (and breaks float16);
+    a huge one flattens the channel. Both point to statistics gathered on degenerate data.
+    """
+
+    id = "weights.bn-variance"
+
+    def run(self, ctx: AuditContext) -> list[Finding]:
+        found: list[Finding] = []
+        consts = ctx.model.constants
+        for n in ctx.model.graph.nodes:
+            if n.op_type != "BatchNormalization" or len(n.inputs) < 5 or n.inputs[4] not in consts:
+                continue
+            var = np.asarray(consts[n.inputs[4]], dtype=np.float64).reshape(-1)
+            low = np.flatnonzero(var < BN_VARIANCE_MIN)
+            high = np.flatnonzero(var > BN_VARIANCE_MAX)
+            if not low.size and not high.size:
+                continue
+            parts = []
+            if low.size:
+                parts.append(f"{low.size} below {BN_VARIANCE_MIN:g} (channels {low[:_MAX_LISTED].tolist()})")
+            if high.size:
+                parts.append(f"{high.size} above {BN_VARIANCE_MAX:g} (channels {high[:_MAX_LISTED].tolist()})")
+            found.append(
+                self.finding(
+                    "warning",
+                    f"BatchNormalization {n.label!r} has running variances " + " and ".join(parts),
+                    node=n.label,
+                    tensor=n.inputs[4],
+                    evidence={
+                        "low_channels": low[:64].tolist(),
+                        "high_channels": high[:64].tolist(),
+                        "min_variance": float(var.min()),
+                        "max_variance": float(var.max()),
+                        "epsilon": float(n.attrs.get("epsilon", 1e-5)),
+                    },
+                    hint="recompute the statistics on representative data, or fold BN into the conv and check the result",
+                )
+            )
+        return found
+
+
+class ExtremeWeightsCheck(Check):
+    """Weights with magnitude above 1e4 (warning): far outside what trained CNNs hold.
+
+    They overflow float16 products, dominate quantization ranges, and often come from a
+    mis-scaled conversion (e.g. unfolded normalization constants).
+    """
+
+    id = "weights.extreme"
+
+    def run(self, ctx: AuditContext) -> list[Finding]:
+        return [
+            self.finding(
+                "warning",
+                f"weight {name!r} has {st.extreme} value(s) with |w| > {EXTREME_MAGNITUDE:g} (max {st.max_abs:.4g})",
+                node=_consumer(ctx, name),
+                tensor=name,
+                evidence={"count": st.extreme, "max_abs": st.max_abs, "size": st.size},
+                hint="check the export: such magnitudes usually mean a scale folded in twice",
+            )
+            for name, st in weight_stats_by_tensor(ctx).items()
+            if st.extreme
+        ]
+
+
+class Float16WeightsCheck(Check):
+    """Weights beyond the float16 range, |w| > 65504 (warning): converting the model to float16
+    (or running it on float16 hardware) turns them into infinities."""
+
+    id = "weights.float16-overflow"
+
+    def run(self, ctx: AuditContext) -> list[Finding]:
+        over = [(n, st.float16_over, st.max_abs) for n, st in weight_stats_by_tensor(ctx).items() if st.float16_over]
+        if not over:
+            return []
+        return [
+            self.finding(
+                "warning",
+                f"{len(over)} weight tensor(s) hold values beyond the float16 range (|w| > {FLOAT16_MAX:g}): "
+                + ", ".join(repr(n) for n, _, _ in over[:5]),
+                node=_consumer(ctx, over[0][0]),
+                tensor=over[0][0],
+                evidence={
+                    "tensors": [n for n, _, _ in over[:_MAX_LISTED]],
+                    "counts": [c for _, c, _ in over[:_MAX_LISTED]],
+                    "max_abs": max(m for _, _, m in over),
+                },
+                hint="keep these layers in float32 when converting (onnxconverter_common float16 op_block_list)",
+            )
+        ]
+
+
+class NearZeroWeightsCheck(Check):
+    """The share of near-zero weights (info): how prunable the model looks.
+
+    A weight is near zero below 1% of its tensor's largest magnitude (the definition of
+    :data:`onnxviz.kernels.NEAR_ZERO_FRACTION`); only tensors with at least 64 values count.
+    """
+
+    id = "weights.near-zero"
+
+    def run(self, ctx: AuditContext) -> list[Finding]:
+        total = near = 0
+        per: list[tuple[str, float]] = []
+        for name, st in weight_stats_by_tensor(ctx).items():
+            size = st.size - st.nan - st.inf
+            if st.size < 64 or size <= 0:
+                continue
+            total += size
+            near += st.near_zero
+            per.append((name, st.near_zero / size))
+        if not total:
+            return []
+        per.sort(key=lambda t: (-t[1], t[0]))
+        share = near / total
+        return [
+            self.finding(
+                "info",
+                f"{share:.1%} of {total} weights are near zero (< {NEAR_ZERO_FRACTION:.0%} of their tensor's peak)",
+                evidence={
+                    "share": round(share, 4),
+                    "weights": total,
+                    "near_zero": near,
+                    "top_tensors": {n: round(s, 4) for n, s in per[:5]},
+                },
+                hint="magnitude pruning could remove about this share at little cost" if share > 0.3 else None,
+            )
+        ]
+
+
+CHECKS: tuple[type[Check], ...] = (
+    NonFiniteWeightsCheck,
+    DenormalWeightsCheck,
+    DeadFiltersCheck,
+    DuplicateFiltersCheck,
+    BatchNormVarianceCheck,
+    ExtremeWeightsCheck,
+    Float16WeightsCheck,
+    NearZeroWeightsCheck,
+)

@@ -1,0 +1,110 @@
+"""Weight checks: planted defects are found with the right node and evidence; clean models pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from tests import models
+from tests.audit.helpers import findings, initializer, one_conv, set_initializer
+
+
+def _tiny_with(name: str, edit) -> onnx.ModelProto:  # noqa: ANN001
+    proto = models.tiny_cnn()
+    w = initializer(proto, name)
+    edit(w)
+    return set_initializer(proto, name, w)
+
+
+def test_nonfinite_weight_is_an_error_at_its_node() -> None:
+    def plant(w: np.ndarray) -> None:
+        w[1, 2, 0, 0] = np.nan
+        w[0, 0, 0, 0] = np.inf
+
+    (f,) = findings(_tiny_with("conv1.weight", plant), "weights.nonfinite")
+    assert f.severity == "error" and f.tensor == "conv1.weight" and f.node == "conv1"
+    assert f.evidence["nan"] == 1 and f.evidence["inf"] == 1 and f.evidence["first_index"] == [0, 0, 0, 0]
+    assert findings(models.tiny_cnn(), "weights.nonfinite") == []
+
+
+def test_denormal_weights() -> None:
+    def plant(w: np.ndarray) -> None:
+        w[0, :3] = 1e-41
+
+    (f,) = findings(_tiny_with("conv2.weight", plant), "weights.denormal")
+    assert f.severity == "warning" and f.tensor == "conv2.weight" and f.evidence["denormal"] == 27
+    assert findings(models.tiny_cnn(), "weights.denormal") == []
+
+
+def test_dead_and_duplicate_filters_of_the_audit_model() -> None:
+    proto = models.with_dead_and_duplicate_filters()
+    (dead,) = findings(proto, "weights.dead-filters")
+    assert dead.node == models.AUDIT_CONV_NODE and dead.evidence["filters"] == [models.DEAD_FILTER]
+    (dup,) = findings(proto, "weights.duplicate-filters")
+    assert dup.node == models.AUDIT_CONV_NODE and dup.evidence["pairs"] == [list(models.DUPLICATE_FILTERS)]
+    assert dup.evidence["max_cosine"] > 0.999
+    assert findings(models.tiny_cnn(), "weights.dead-filters") == []
+    assert findings(models.tiny_cnn(), "weights.duplicate-filters") == []
+
+
+def test_scaled_copy_is_a_near_duplicate_but_a_perturbed_one_is_not() -> None:
+    def plant(w: np.ndarray) -> None:
+        w[4] = 3.0 * w[1]
+        w[7] = w[2] + 0.5 * np.abs(w[2]).max()
+
+    (f,) = findings(_tiny_with("conv2.weight", plant), "weights.duplicate-filters")
+    assert f.evidence["pairs"] == [[1, 4]]
+
+
+def _bn_model(var: np.ndarray) -> onnx.ModelProto:
+    inits = [
+        numpy_helper.from_array(np.ones(4, np.float32), "s"),
+        numpy_helper.from_array(np.zeros(4, np.float32), "bb"),
+        numpy_helper.from_array(np.zeros(4, np.float32), "m"),
+        numpy_helper.from_array(var.astype(np.float32), "v"),
+    ]
+    return one_conv([helper.make_node("BatchNormalization", ["conv", "s", "bb", "m", "v"], ["out"], name="bn")], out="out", extra_inits=inits)
+
+
+def test_batchnorm_variance_near_zero_or_huge() -> None:
+    (f,) = findings(_bn_model(np.array([1.0, 0.0, 1e-12, 1e9])), "weights.bn-variance")
+    assert f.node == "bn" and f.evidence["low_channels"] == [1, 2] and f.evidence["high_channels"] == [3]
+    assert findings(_bn_model(np.array([0.5, 1.0, 2.0, 1.5])), "weights.bn-variance") == []
+    assert findings(models.paddle_style_constants(), "weights.bn-variance") == []
+
+
+def test_extreme_and_float16_range_weights() -> None:
+    def plant(w: np.ndarray) -> None:
+        w[0, 0, 0, 0] = 2e4
+        w[0, 0, 0, 1] = -1e5
+
+    proto = _tiny_with("conv2.weight", plant)
+    (ext,) = findings(proto, "weights.extreme")
+    assert ext.tensor == "conv2.weight" and ext.evidence["count"] == 2 and ext.evidence["max_abs"] == 1e5
+    (f16,) = findings(proto, "weights.float16-overflow")
+    assert f16.evidence["tensors"] == ["conv2.weight"] and f16.evidence["counts"] == [1]
+    assert findings(models.tiny_cnn(), "weights.extreme") == []
+    assert findings(models.tiny_cnn(), "weights.float16-overflow") == []
+
+
+def test_near_zero_share_is_info_with_a_pruning_hint_when_large() -> None:
+    def plant(w: np.ndarray) -> None:
+        w[:, :, :2] = 0.0
+
+    (f,) = findings(_tiny_with("conv2.weight", plant), "weights.near-zero")
+    assert f.severity == "info" and f.evidence["top_tensors"]["conv2.weight"] > 0.6 and f.evidence["near_zero"] >= 768
+    (clean,) = findings(models.tiny_cnn(), "weights.near-zero")
+    assert clean.evidence["share"] < 0.1 and clean.hint is None
+
+
+def test_weights_in_constant_nodes_and_quantized_models_are_read() -> None:
+    proto = models.paddle_style_constants()
+    for node in proto.graph.node:
+        if node.output[0] == "conv2d_1.w_0":
+            w = numpy_helper.to_array(node.attribute[0].t).copy()
+            w[3] = 0.0
+            node.attribute[0].t.CopyFrom(numpy_helper.from_array(w, "conv2d_1.w_0"))
+    (f,) = findings(proto, "weights.dead-filters")
+    assert f.evidence["filters"] == [3] and "Constant node" in f.evidence["source"]
+    assert findings(models.quantized_qdq(), "weights.nonfinite") == []
