@@ -11,6 +11,9 @@ over them. The numpy forward stays the reference and the float64 path.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Union
@@ -39,11 +42,38 @@ class GradResult:
     grads: Mapping[str, np.ndarray]
 
 
+def _tune_allocator() -> None:
+    """Keep freed multi-megabyte activations in glibc's heap instead of returning them to the OS.
+
+    With glibc's defaults every freed array above the mmap threshold goes back to the kernel and
+    the next one pays page faults again: measured 2-5x slower convolutions on ResNet-50 (e.g. a
+    144x56x56 depthwise conv 6 ms instead of 1.4 ms). onnxruntime's own arena never pays this.
+    This is a process-wide malloc setting (the price: the process keeps freed memory for reuse);
+    set ``ONNXVIZ_MALLOC_TUNING=0`` to leave the allocator alone. No-op off glibc.
+    """
+    if os.environ.get("ONNXVIZ_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 256 << 20)
+        libc.mallopt(m_trim_threshold, 1 << 30)
+    except (OSError, AttributeError):  # not glibc
+        return
+
+
+_ALLOCATOR_TUNED = False
+
+
 class NumpyEngine:
     """The numpy interpreter and reverse-mode autodiff for one graph (stateless between calls
     except for a cache of constants cast to each dtype)."""
 
     def __init__(self, graph: Graph, *, ort: object | None = None) -> None:
+        global _ALLOCATOR_TUNED
+        if not _ALLOCATOR_TUNED:
+            _tune_allocator()
+            _ALLOCATOR_TUNED = True
         self.graph = graph
         self._ort = ort
         self._constants: dict[np.dtype, dict[str, np.ndarray]] = {}
