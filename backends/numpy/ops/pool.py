@@ -160,6 +160,10 @@ def _max_pool(X: Array, g: PoolGeometry) -> tuple[Array, Array]:
         for t, tap in enumerate(taps):
             hit = np.where(g.tap_view(block, tap) == yb, kind(t), kind(len(taps)))
             np.minimum(ab, hit, out=ab)
+        if np.any(ab == len(taps)):  # a NaN maximum equals nothing: point at the window's first NaN
+            for t, tap in enumerate(taps):
+                hit = np.where(np.isnan(g.tap_view(block, tap)), kind(t), kind(len(taps)))
+                np.minimum(ab, hit, out=ab)
     return y.reshape(n, c, *g.out_size), arg.reshape(n, c, *g.out_size)
 
 

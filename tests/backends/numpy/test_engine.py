@@ -213,3 +213,13 @@ def test_quantized_paths_are_refused_not_silently_zero(builder) -> None:
     with pytest.raises(UnsupportedOpError, match="silently zero") as e:
         m.gradient(feeds[m.inputs[0].name], target=1)
     assert "occlusion" in (e.value.hint or "")
+
+
+def test_max_pool_with_nan_windows_propagates_nan() -> None:
+    from onnxviz.backends.numpy import REGISTRY
+
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    x[0, 0, 1, 1] = np.nan
+    y, idx = REGISTRY.get_forward("MaxPool", 12)(x, kernel_shape=[2, 2], strides=[2, 2])  # type: ignore[misc]
+    assert np.isnan(y[0, 0, 0, 0]) and y[0, 0, 1, 1] == 15
+    assert idx[0, 0, 0, 0] == 5  # the NaN's flat index
