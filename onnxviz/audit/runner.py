@@ -65,7 +65,15 @@ class AuditSettings:
 
 
 class SkipCheck(Exception):
-    """Raised by a check that does not apply to this model or these inputs."""
+    """Raised by a check that does not apply to this model or these inputs.
+
+    ``findings`` (usually one info) are still reported, for a skip the reader should see among
+    the findings too (e.g. which op stops the gradient methods).
+    """
+
+    def __init__(self, reason: str, *, findings: Sequence[Finding] = ()) -> None:
+        super().__init__(reason)
+        self.findings = tuple(findings)
 
 
 class Check(abc.ABC):
@@ -194,18 +202,16 @@ def split_batches(model: Model, feeds: Mapping[str, np.ndarray]) -> list[dict[st
 # ---------------------------------------------------------------------- registry
 def all_checks() -> tuple[type[Check], ...]:
     """Every check, family by family, in the order they run."""
-    from . import activations, graph, runtime, weights
+    from . import activations, graph, runtime, sanity, weights
 
     families: tuple[Sequence[type[Check]], ...] = (
         graph.CHECKS,
         weights.CHECKS,
         activations.CHECKS,
         runtime.CHECKS,
-        # ---- explanation sanity (needs gradients) -------------------------------------------
-        # The randomization test on saliency / Grad-CAM goes here as a family module with its
-        # own CHECKS tuple; gate it on the `graph.gradient-support` facts (every op on the path
-        # from the input to the output has a VJP) and raise SkipCheck otherwise.
-        # ---------------------------------------------------------------------------------------
+        # Explanation sanity (needs gradients): skipped, with an info finding naming the op,
+        # when the numpy engine refuses the model's input gradient.
+        sanity.CHECKS,
     )
     return tuple(c for family in families for c in family)
 
@@ -264,6 +270,7 @@ def audit(
             found = cls().run(ctx)
         except SkipCheck as e:
             skipped.append(SkippedCheck(cls.id, str(e)))
+            findings.extend(e.findings)
             continue
         except (KeyboardInterrupt, SystemExit):
             raise

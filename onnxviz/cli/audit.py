@@ -1,12 +1,14 @@
-"""Check a model: graph validity, weights, activations and runtime consistency, with a verdict.
+"""Check a model: graph validity, weights, activations, runtime consistency and explanation sanity.
 
 Prints the verdict (pass / warn / fail) first, then the findings by severity with their
 evidence and hints. The exit status is 1 when a finding at or above --fail-on exists, so a CI
-pipeline can gate on it.
+pipeline can gate on it; -o also writes the same as a standalone HTML page (deterministic: the
+timings are left out), e.g. to keep as a CI artifact.
 
 Examples:
   onnxviz audit model.onnx
   onnxviz audit model.onnx --input cat.png --input dog.jpg --json audit.json
+  onnxviz audit model.onnx -o audit.html
   onnxviz audit model.onnx --fail-on warning --checks graph,weights.nonfinite
 """
 
@@ -31,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="path of the .onnx file")
     parser.add_argument("--json", metavar="FILE", help="also write the findings as JSON (written atomically)")
     parser.add_argument(
+        "-o", "--output", metavar="FILE", help="also write the audit as a standalone HTML page (written atomically)"
+    )
+    parser.add_argument(
         "--fail-on",
         choices=["error", "warning", "never"],
         default="error",
@@ -39,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checks",
         metavar="ID,ID",
-        help="comma-separated check ids or families (graph, weights, activations, runtime); default: all",
+        help="comma-separated check ids or families (graph, weights, activations, runtime, explanations); "
+        "default: all",
     )
     parser.add_argument("--list-checks", action="store_true", help="list the check ids and exit")
     add_input_arguments(parser)
@@ -68,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
         data["exit_code"] = exit_code(result, args.fail_on)
         write_json(data, Path(args.json))
         progress(f"wrote {args.json}")
+    if args.output:
+        from ..report.html import write_audit_html
+
+        write_audit_html(result, Path(args.output))
+        progress(f"wrote {args.output}")
     return exit_code(result, args.fail_on)
 
 

@@ -3,9 +3,11 @@
 The only module that touches jinja2. Templates live in the ``onnxviz.templates`` package:
 ``report.html`` is the page (with ``report.css`` and ``report.js`` inlined) and includes
 ``section_<kind>.html`` for every section, so a new section kind needs one new template and
-nothing here. Autoescaping is on for every template and undefined variables are errors: every
-string from a model is untrusted and is escaped, never marked safe. Images become PNG data URIs
-through the ``png`` filter, so the file opens from ``file://`` with nothing else beside it.
+nothing here. ``audit.html`` is the standalone audit page (``onnxviz audit -o``), the same
+``section_audit.html`` the report includes with ``--audit``, on its own. Autoescaping is on for
+every template and undefined variables are errors: every string from a model is untrusted and is
+escaped, never marked safe. Images become PNG data URIs through the ``png`` filter, so the file
+opens from ``file://`` with nothing else beside it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import secrets
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateError
@@ -25,9 +27,13 @@ from .. import imaging
 from ..errors import OnnxvizError, ReportError
 from .data import ReportData
 
-__all__ = ["render_html", "write_html"]
+if TYPE_CHECKING:
+    from ..audit.findings import AuditResult
+
+__all__ = ["render_audit_html", "render_html", "write_audit_html", "write_html"]
 
 _TEMPLATE = "report.html"
+_AUDIT_TEMPLATE = "audit.html"
 
 
 def _png(image: np.ndarray) -> str:
@@ -91,11 +97,11 @@ def _environment() -> Environment:
     return env
 
 
-def _generate(data: ReportData) -> Iterator[str]:
-    """The page in chunks; any failure is raised as :class:`ReportError`."""
+def _generate(name: str, **context: Any) -> Iterator[str]:
+    """Template ``name`` rendered in chunks; any failure is raised as :class:`ReportError`."""
     try:
-        template = _environment().get_template(_TEMPLATE)
-        yield from template.generate(report=data)
+        template = _environment().get_template(name)
+        yield from template.generate(**context)
     except TemplateError as e:
         raise ReportError(
             f"the report template failed: {type(e).__name__}: {e}",
@@ -110,7 +116,7 @@ def _generate(data: ReportData) -> Iterator[str]:
 
 def render_html(data: ReportData) -> str:
     """The report as one self-contained HTML page (inline CSS/JS, images as data URIs)."""
-    return "".join(_generate(data))
+    return "".join(_generate(_TEMPLATE, report=data))
 
 
 def write_html(data: ReportData, path: str | os.PathLike[str]) -> Path:
@@ -120,6 +126,32 @@ def write_html(data: ReportData, path: str | os.PathLike[str]) -> Path:
     over ``path`` with ``os.replace``. If rendering or writing fails at any point the temporary
     file is removed and an existing report at ``path`` is left as it was.
     """
+    return _write(_generate(_TEMPLATE, report=data), path)
+
+
+def render_audit_html(result: AuditResult, *, timings: bool = False) -> str:
+    """The audit as one self-contained HTML page: the verdict, then the findings by severity
+    with their evidence and hints, then the checks that ran and those skipped with why.
+
+    Deterministic for a given result: the seconds per check are shown only with ``timings``.
+    """
+    return "".join(_audit_page(result, timings))
+
+
+def write_audit_html(result: AuditResult, path: str | os.PathLike[str], *, timings: bool = False) -> Path:
+    """Render the audit page into ``path`` atomically (as :func:`write_html`) and return the path."""
+    return _write(_audit_page(result, timings), path)
+
+
+def _audit_page(result: AuditResult, timings: bool) -> Iterator[str]:
+    from .audit import audit_section
+
+    return _generate(_AUDIT_TEMPLATE, s=audit_section(result, timings=timings))
+
+
+def _write(chunks: Iterator[str], path: str | os.PathLike[str]) -> Path:
+    """Stream ``chunks`` into a temporary file beside ``path``, fsync it, and ``os.replace`` it
+    over ``path``; on any failure the temporary file is removed and ``path`` is left as it was."""
     target = Path(path)
     directory = target.parent
     if not directory.is_dir():
@@ -131,7 +163,7 @@ def write_html(data: ReportData, path: str | os.PathLike[str]) -> Path:
     try:
         fd, tmp = _temp_file(directory, target.name)
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            for chunk in _generate(data):
+            for chunk in chunks:
                 fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
