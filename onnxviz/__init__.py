@@ -13,6 +13,7 @@ from .errors import (
     UnsupportedOpError,
 )
 
+from .maximize import visualize
 from .methods.registry import explain
 from .model import Model, load
 
@@ -22,6 +23,7 @@ __all__ = [
     "__version__",
     "load",
     "explain",
+    "visualize",
     "Model",
     "OnnxvizError",
     "ModelLoadError",

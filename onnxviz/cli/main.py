@@ -10,7 +10,7 @@ from types import ModuleType
 
 from .. import __version__
 from ..errors import OnnxvizError
-from . import audit, demo, diff, explain, inspect, report, topk
+from . import audit, demo, diff, dream, explain, inspect, report, topk, visualize
 
 __all__ = ["main", "build_parser"]
 
@@ -19,6 +19,8 @@ COMMANDS: dict[str, ModuleType] = {
     "inspect": inspect,
     "report": report,
     "explain": explain,
+    "visualize": visualize,
+    "dream": dream,
     "topk": topk,
     "audit": audit,
     "diff": diff,
@@ -33,6 +35,8 @@ Start with:
   onnxviz inspect model.onnx                     layers, shapes, parameters, compute
   onnxviz report model.onnx --input cat.png -o report.html
   onnxviz explain model.onnx --input cat.png --method gradcam -o cam.png
+  onnxviz visualize model.onnx --layer TENSOR --channels 0-15 -o gallery.png
+  onnxviz dream model.onnx photo.jpg -o dream.png
   onnxviz topk model.onnx --layer TENSOR --images photos/ -o topk.png
   onnxviz audit model.onnx --fail-on error   (exit status 1 when a finding is that severe)
   onnxviz diff fp32.onnx int8.onnx --input cat.png

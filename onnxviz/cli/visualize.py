@@ -28,7 +28,7 @@ from ..model import Model, load
 from ..report.featurevis import check_image_model, check_layer
 from .common import Progress, atomic_write_bytes, parse_shape, write_json
 
-__all__ = ["add_arguments", "run", "parse_units", "add_preprocess_arguments", "model_preprocess"]
+__all__ = ["add_arguments", "add_preprocess_arguments", "model_preprocess", "parse_units", "run"]
 
 OBJECTIVES = ("channel", "neuron", "layer_l2", "class")
 #: Gallery tiles are upscaled (nearest) to at least this edge so small inputs stay visible.
@@ -199,7 +199,15 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..maximize import channel, class_logit, evaluate, l2, layer_l2, neuron, visualize
+    from ..maximize import (
+        channel,
+        class_logit,
+        evaluate,
+        l2,
+        layer_l2,
+        neuron,
+        visualize,
+    )
     from ..maximize.optimize import _split_rng
     from ..maximize.param import make_param
 
@@ -311,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
             },
             "results": [
                 {
-                    "unit": u,
+                    "unit": None if u < 0 else u,
                     "activation": float(final[i]),
                     "objective_final": float(history[-1, i]),
                     "objective_first": float(history[0, i]),

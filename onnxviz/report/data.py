@@ -34,6 +34,7 @@ from ..kernels import ConvKernels, conv_kernels
 from ..layers import ModelSummary, summarize
 
 if TYPE_CHECKING:  # the input pipeline is only needed for its types and array_to_image
+    from ..audit.findings import AuditResult
     from ..inputs import PreparedInputs
     from ..model import Model
     from .featurevis import FeatureVisOptions
@@ -389,6 +390,7 @@ def build_report(
     timestamp: bool = False,
     methods: Sequence[str] | None = None,
     featurevis: FeatureVisOptions | None = None,
+    audit: AuditResult | None = None,
 ) -> ReportData:
     """Analyse ``model`` (and, when given, its run on ``inputs``) into report view models.
 
@@ -399,7 +401,8 @@ def build_report(
     names; default :data:`onnxviz.report.attributions.DEFAULT_METHODS`, ``[]`` for none).
     Deeper conv layers show at most ``max_channels`` filters and input channels, chosen by L2
     norm. With ``featurevis`` options, also the feature-visualization section
-    (:mod:`onnxviz.report.featurevis`; seeded, so still deterministic).
+    (:mod:`onnxviz.report.featurevis`; seeded, so still deterministic). With an ``audit``
+    result, also the audit section (:mod:`onnxviz.report.audit`, without timings).
 
     A model exported with a fixed batch of 1 is run one sample at a time, so a report can show
     several inputs of such a model.
@@ -448,6 +451,10 @@ def build_report(
                 labels=() if feeds is None else _sample_labels(inputs.sources, _batch_size(feeds)),  # type: ignore[union-attr]
             )
         )
+    if audit is not None:
+        from .audit import audit_section
+
+        sections.append(audit_section(audit))
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds") if timestamp else None
     return ReportData(
         title=summary.name,

@@ -34,6 +34,7 @@ from .. import imaging
 from ..errors import InputError, OnnxvizError, TargetError
 from ..graph import Graph
 from ..kernels import ConvKernels, conv_kernels
+from ..maximize import channel, class_logit, l2, visualize
 from .data import Section, TocEntry
 
 if TYPE_CHECKING:
@@ -41,13 +42,14 @@ if TYPE_CHECKING:
     from ..model import Model
 
 __all__ = [
-    "FeatureVisOptions",
-    "FeatureVisTile",
     "FeatureVisLayer",
+    "FeatureVisOptions",
     "FeatureVisSection",
+    "FeatureVisTile",
     "check_image_model",
     "check_layer",
     "default_layers",
+    "estimated_gmacs",
     "featurevis_section",
 ]
 
@@ -163,13 +165,18 @@ def _conv_of(graph: Graph, layer: str, kernels: Sequence[ConvKernels]) -> ConvKe
 
 @dataclass(frozen=True)
 class FeatureVisOptions:
-    """Settings of the section; the defaults keep a report quick (a few seconds on small CNNs).
+    """Settings of the section; the defaults keep a report quick (seconds on small CNNs; see
+    ``max_gmacs`` for large ones).
 
     ``layers``: tensor names, or ``None`` for :func:`default_layers`. ``size``: used for models
     with dynamic spatial dims (a fixed-size model is optimized at its own size).
     """
 
     layers: tuple[str, ...] | None = None
+    #: Skip the optimizations (the section says so and how to force them) when their estimated
+    #: compute exceeds this many GMACs; ``None``: no limit. The estimate comes from the graph's
+    #: shapes (deterministic): MACs up to each layer x images x steps x 3 (forward + backward).
+    max_gmacs: float | None = None
     channels: int = 8
     steps: int = 128
     size: int = 64
@@ -204,7 +211,6 @@ class FeatureVisLayer:
     tiles: tuple[FeatureVisTile, ...]
     kernel_note: str
     patch_note: str
-    seconds: float
     error: str
 
 
@@ -352,7 +358,6 @@ def featurevis_section(
     report's inputs (optional): they give the channel choice, the top patches, the ratios and
     the classes of the class models."""
     from ..inputs import Preprocess as _Pre
-    from ..maximize import channel, class_logit, l2, visualize
     from .panels import display_images
 
     opts = options or FeatureVisOptions()
@@ -373,9 +378,26 @@ def featurevis_section(
         # Inputs given as arrays (no preprocessing record) are shown min-max scaled.
         shown = display_images(x, preprocess, axis)
         view = _InputsView(feeds, shown, list(labels) or [f"input {i}" for i in range(len(x))])
+    n_classes = opts.classes if view is not None else 0
+    gmacs = estimated_gmacs(model, layers, pre, size or pre.size or (opts.size, opts.size), opts, n_classes)
+    if opts.max_gmacs is not None and gmacs > opts.max_gmacs:
+        note = (
+            f"Skipped: the optimizations would take about {gmacs:,.0f} GMACs ({len(layers)} layer(s) x "
+            f"{opts.channels} channels{f' and {n_classes} class models' if n_classes else ''} x {opts.steps} steps, "
+            f"forward + backward), more than the automatic limit of {opts.max_gmacs:,.0f} GMACs "
+            f"(about {gmacs / 50 / 60:,.1f} to {gmacs / 5 / 60:,.0f} min: the numpy engine does 5-50 GMAC/s on two "
+            "cores, depthwise convolutions at the low end). Force them with --featurevis on, or reduce "
+            "--featurevis-steps / --featurevis-channels / --featurevis-layers; `onnxviz visualize` renders one layer."
+        )
+        return FeatureVisSection("featurevis", title, (), (), None, note)
     acts: dict[str, np.ndarray] = {}
+    notes: list[str] = []
     if view is not None and layers:
-        acts = model.run(view.feeds, taps=layers)
+        try:
+            acts = model.run(view.feeds, taps=layers)
+        except OnnxvizError as e:
+            notes.append(f"The inputs could not be run ({e.message}): no patches or ratios.")
+            view = None
     kernels = conv_kernels(model)
     transforms = "Lucid's standard transforms (pad 12, jitter 8, scale 0.9-1.1, rotate ±10°, jitter 4)"
     settings = (
@@ -386,18 +408,21 @@ def featurevis_section(
         ("image size", size_note),
         ("seed", str(opts.seed)),
         ("channels per layer", str(opts.channels)),
+        ("model input", f"{pre.layout}, {pre.channels} channel(s), {pre.formula()}"),
     )
     panels: list[FeatureVisLayer] = []
     for i, layer in enumerate(layers):
-        panels.append(_layer_panel(model, i, layer, opts, pre, size, kernels, view, acts.get(layer), channel, visualize))
+        panels.append(_layer_panel(model, i, layer, opts, pre, size, kernels, view, acts.get(layer)))
     class_panel = None
-    notes = [
-        "Each tile is an image optimized to excite one channel (its mean activation over space); "
-        "the ratio compares the activation it reaches with the best among the report's inputs "
-        "(the same mean over space)."
+    notes[:0] = [
+        (
+            "Each tile is an image optimized to excite one channel (its mean activation over space); "
+            "the ratio compares the activation it reaches with the best among the report's inputs "
+            "(the same mean over space)."
+        )
     ]
     if view is not None:
-        class_panel = _class_panel(model, opts, pre, size, view, class_logit, l2, visualize)
+        class_panel = _class_panel(model, opts, pre, size, view)
     else:
         notes.append("Without inputs there are no top patches, ratios or class models (give --input).")
     return FeatureVisSection("featurevis", title, settings, tuple(panels), class_panel, " ".join(notes))
@@ -413,8 +438,6 @@ def _layer_panel(
     kernels: Sequence[ConvKernels],
     view: _InputsView | None,
     act: np.ndarray | None,
-    channel: Any,
-    visualize: Any,
 ) -> FeatureVisLayer:
     node = model.graph.producer.get(layer)
     op = "" if node is None else node.op_type
@@ -437,7 +460,7 @@ def _layer_panel(
         )
     except OnnxvizError as e:
         hint = f" ({e.hint})" if e.hint else ""
-        return FeatureVisLayer(pid, layer, op, "?", "", 0, (), "", "", 0.0, e.message + hint)
+        return FeatureVisLayer(pid, layer, op, "?", "", 0, (), "", "", e.message + hint)
     conv = _conv_of(model.graph, layer, kernels)
     kernel_note = ""
     if conv is None:
@@ -471,8 +494,29 @@ def _layer_panel(
     return FeatureVisLayer(
         id=pid, tensor=layer, op_type=op, shape=_shape_str(act.shape[1:]), objective=vis.settings.objective,
         channels_total=n_ch, tiles=tuple(tiles), kernel_note=kernel_note, patch_note=patch_note,
-        seconds=vis.settings.seconds, error="",
+        error="",
     )
+
+
+def estimated_gmacs(
+    model: Model, layers: Sequence[str], pre: Preprocess, hw: tuple[int, int], opts: FeatureVisOptions, classes: int
+) -> float:
+    """Compute of the section's optimizations in GMACs, from the layer table at size ``hw``."""
+    from ..layers import summarize
+
+    shape = (1, pre.channels, *hw) if pre.layout == "NCHW" else (1, *hw, pre.channels)
+    try:
+        summary = summarize(model, {model.inputs[0].name: shape})
+    except OnnxvizError:
+        return 0.0
+    macs = {layer.label: layer.macs or 0 for layer in summary.layers}
+
+    def upto(names: set[str]) -> int:
+        return sum(macs.get(n.label, 0) for n in model.graph.ancestors(names))
+
+    total = sum(upto({name}) for name in layers) * opts.channels
+    total += upto(set(model.graph.output_names)) * classes
+    return 3.0 * opts.steps * total / 1e9
 
 
 def _probe(model: Model, layer: str, pre: Preprocess, size: tuple[int, int] | None) -> np.ndarray:
@@ -490,9 +534,6 @@ def _class_panel(
     pre: Preprocess,
     size: tuple[int, int] | None,
     view: _InputsView,
-    class_logit: Any,
-    l2: Any,
-    visualize: Any,
 ) -> FeatureVisLayer:
     pid = "featurevis-classes"
     tensor, what = _logits_tensor(model)
@@ -515,7 +556,7 @@ def _class_panel(
         reached = model.run(vis.inputs, taps=[tensor])[tensor].reshape(len(classes), -1)
     except OnnxvizError as e:
         hint = f" ({e.hint})" if e.hint else ""
-        return FeatureVisLayer(pid, tensor, "", "?", "", 0, (), "", "", 0.0, e.message + hint)
+        return FeatureVisLayer(pid, tensor, "", "?", "", 0, (), "", "", e.message + hint)
     tiles = []
     for j, k in enumerate(classes):
         a = float(reached[j, k])
@@ -535,5 +576,5 @@ def _class_panel(
     return FeatureVisLayer(
         id=pid, tensor=tensor, op_type="class model", shape=_shape_str(scores.shape[1:]),
         objective=vis.settings.objective, channels_total=int(flat.shape[1]), tiles=tuple(tiles),
-        kernel_note="", patch_note=note, seconds=vis.settings.seconds, error="",
+        kernel_note="", patch_note=note, error="",
     )

@@ -82,9 +82,9 @@ def test_trustworthy_maps_on_tiny_cnn_are_info_with_the_numbers() -> None:
     assert set(found) == {"saliency", "gradcam"}
     for f in found.values():
         assert f.severity == "info" and f.node == "logits"  # the Gemm, labelled by its output
-        assert f.evidence["layer"] == "logits" and f.evidence["samples"] == 4
+        assert f.evidence["layer"] == "logits" and f.evidence["samples"] == sanity.MAX_SAMPLES
         assert f.evidence["spearman_abs_mean"] < f.evidence["threshold"] == 0.5
-        assert len(f.evidence["spearman_abs"]) == len(f.evidence["ssim"]) == 4
+        assert len(f.evidence["spearman_abs"]) == len(f.evidence["ssim"]) == sanity.MAX_SAMPLES
         assert "depend on what this model learned" in f.message
     assert f"mean Spearman {found['saliency'].evidence['spearman_abs_mean']:.2f}" in found["saliency"].message
     assert CHECK in result.timings
@@ -161,12 +161,12 @@ def test_not_applicable_when_the_outputs_are_not_finite() -> None:
     assert result.by_check(CHECK) == [] and "not finite" in result.skipped[0].reason
 
 
-def test_at_most_four_given_samples_even_when_the_batch_is_fixed() -> None:
+def test_at_most_max_samples_given_samples_even_when_the_batch_is_fixed() -> None:
     model = model_of(models.tiny_cnn(batch=1))
     x = np.random.default_rng(3).uniform(0, 1, (6, 3, 32, 32)).astype(np.float32)
     result = audit(model, x, checks=[CHECK])
     assert result.inputs == "given inputs (6 samples)"
-    assert {f.evidence["samples"] for f in result.by_check(CHECK)} == {4}
+    assert {f.evidence["samples"] for f in result.by_check(CHECK)} == {sanity.MAX_SAMPLES}
 
 
 def test_a_crash_in_the_check_becomes_an_internal_finding(monkeypatch: pytest.MonkeyPatch) -> None:

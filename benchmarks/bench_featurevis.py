@@ -1,0 +1,166 @@
+"""Speed of feature visualization: one optimization step vs one onnxruntime forward.
+
+For each model and layer: one step of :func:`onnxviz.maximize.visualize`'s loop for a batch of
+16 channels (FFT parameters at 128x128 -> image -> Lucid's standard transforms -> model input ->
+forward + backward to the input through the layer -> transform/param VJPs -> Adam), as a ratio
+to ONE onnxruntime forward of the same batch and size through the same layer (the model
+pruned to the nodes the layer depends on, batch made dynamic). Both the step and the
+forward run on that truncated model, so only the subgraph up to the layer counts on each side.
+
+* MobileNet-V2 (benchmarks/zoo.py, random weights): the truncated model is fully convolutional,
+  so its spatial dims are made dynamic and it runs at 128x128 natively.
+* The light ResNet-50 (onnx wheel): fixed 224x224 input, so, as ``visualize`` does for fixed-size
+  models, the 128x128 image is resized (bilinear, a final ``Resize`` transform) to 224x224; the
+  onnxruntime forward is at 224x224, what the network sees.
+
+Then the time of a 16-channel gallery of 512 steps (Lucid's default) on ResNet-50's middle
+layers is extrapolated from the measured step (x 512), for the numpy forward and for the
+``forward="onnxruntime"`` variant (onnxruntime forward with taps + numpy backward).
+
+Usage: python benchmarks/bench_featurevis.py [--repeat 2] [--batch 16] [--size 128] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from zoo import MODELS
+
+from onnxviz.inputs import Preprocess
+from onnxviz.maximize import Adam, channel
+from onnxviz.maximize.optimize import _Evaluator
+from onnxviz.maximize.param import ModelInput, make_param
+from onnxviz.maximize.transforms import Resize, compose, standard_transforms
+from onnxviz.model import Model
+from onnxviz.report.featurevis import _conv_outputs
+
+
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    fn()  # warm-up (sessions, caches)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def truncate(proto: onnx.ModelProto, layer: str, *, dynamic_hw: bool) -> Model:
+    """The model up to ``layer`` (its only output), with a dynamic batch (and spatial dims).
+
+    Pruned by hand (the nodes ``layer`` depends on and their initializers) rather than with
+    ``onnx.utils.Extractor``, which needs shape-inferred value_infos for every cut point.
+    """
+    graph = Model.from_proto(proto, check=False).graph
+    keep = {n.index for n in graph.ancestors({layer})}
+    sub = onnx.ModelProto()
+    sub.CopyFrom(proto)
+    g = sub.graph
+    nodes = [n for i, n in enumerate(g.node) if i in keep]
+    used = {name for n in nodes for name in n.input}
+    del g.node[:]
+    g.node.extend(nodes)
+    inits = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    kept = {t.name for t in inits} | {g.input[0].name}
+    ins = [v for v in g.input if v.name in kept]  # old IRs list initializers as inputs too
+    del g.input[:]
+    g.input.extend(ins)
+    del g.value_info[:]
+    del g.output[:]
+    g.output.append(onnx.helper.make_tensor_value_info(layer, onnx.TensorProto.FLOAT, ["N", "C", "h", "w"]))
+    dims = g.input[0].type.tensor_type.shape.dim
+    dims[0].Clear()
+    dims[0].dim_param = "N"
+    if dynamic_hw:
+        for d, name in zip(dims[2:], ("H", "W")):
+            d.Clear()
+            d.dim_param = name
+    return Model.from_proto(sub)
+
+
+def one_step(model: Model, layer: str, batch: int, size: int, forward: str) -> tuple[Callable[[], None], tuple[int, int]]:
+    """A closure doing one optimization step (state carried across calls) and the model's size."""
+    info = model.inputs[0]
+    pre = Preprocess.from_model(info, size=None)
+    fixed = pre.size
+    hw = fixed if fixed is not None else (size, size)
+    p = make_param("fft", size, size, pre.channels)
+    tlist = standard_transforms() + ((Resize(hw),) if (size, size) != tuple(hw) else ())
+    mi = ModelInput(pre)
+    evaluator = _Evaluator(model, channel(layer, list(range(batch))), info.name, np.float32, forward)
+    rng = np.random.default_rng(0)
+    params = p.init(batch, rng).astype(np.float32)
+    adam = Adam(0.05)
+    state = [params, adam.init(params)]
+
+    def step() -> None:
+        image, p_vjp = p.forward(state[0])
+        timg, t_vjp = compose(tlist, image, rng)
+        x = mi.forward(timg).astype(np.float32)
+        _, gx, _ = evaluator(x, image, None)
+        g = t_vjp(mi.vjp(gx.astype(np.float32)))
+        state[0], state[1] = adam.step(state[0], p_vjp(g.astype(np.float32)), state[1])
+
+    return step, hw
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=512, help="gallery length for the extrapolation")
+    parser.add_argument("--quick", action="store_true", help="one layer per model")
+    args = parser.parse_args(argv)
+    print(f"cpus {os.cpu_count()}, load average at start {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    header = (f"{'model':<13}{'layer':<10}{'channels':>9}{'model in':>10}{'ort_fwd s':>11}{'step s':>9}"
+              f"{'step/fwd':>10}{'hybrid s':>10}{'hyb/fwd':>9}")
+    print(header)
+    print("-" * len(header))
+    extrapolate: list[tuple[str, float, float]] = []
+    for name in ("mobilenet_v2", "resnet50"):
+        proto = MODELS[name]()
+        convs = _conv_outputs(Model.from_proto(proto).graph)
+        n = len(convs)
+        picks = [n // 2] if args.quick else sorted({n // 3, n // 2, (2 * n) // 3})
+        for i in picks:
+            layer = convs[i]
+            model = truncate(proto, layer, dynamic_hw=(name != "resnet50"))
+            step, hw = one_step(model, layer, args.batch, args.size, "numpy")
+            x = np.random.default_rng(0).standard_normal((args.batch, 3, *hw)).astype(np.float32)
+            out = model.run(x)[layer]
+            ort = timed(functools.partial(model.run, x), args.repeat)
+            t_step = timed(step, args.repeat)
+            hstep, _ = one_step(model, layer, args.batch, args.size, "onnxruntime")
+            t_h = timed(hstep, args.repeat)
+            print(f"{name:<13}{layer:<10}{out.shape[1]:>9}{f'{hw[0]}x{hw[1]}':>10}{ort:>11.3f}{t_step:>9.2f}"
+                  f"{t_step / ort:>9.1f}x{t_h:>10.2f}{t_h / ort:>8.1f}x", flush=True)
+            if name == "resnet50":
+                extrapolate.append((f"{layer} ({i + 1}/{n} conv outputs, {out.shape[1]} ch, {out.shape[2]}x{out.shape[3]})", t_step, t_h))
+    print()
+    print(f"ResNet-50 (light): the {args.size}x{args.size} FFT image is resized (bilinear) to the model's fixed 224x224, "
+          "as visualize does for fixed-size models; MobileNet-V2 runs at its size (spatial dims made dynamic).")
+    print(f"Extrapolated {args.batch}-channel gallery of {args.steps} steps on ResNet-50 (step time x {args.steps}):")
+    for label, t_step, t_h in extrapolate:
+        print(f"  {label}: {t_step * args.steps / 60:.1f} min (numpy forward), {t_h * args.steps / 60:.1f} min "
+              "(onnxruntime forward + numpy backward)")
+    print(f"load average at end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
