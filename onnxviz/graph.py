@@ -37,8 +37,9 @@ class TensorInfo:
     """Name, shape and element type of a graph tensor.
 
     ``shape`` holds an ``int`` for a fixed dimension, a ``str`` for a symbolic one (``dim_param``,
-    e.g. ``"batch"``) and ``None`` where the dimension is unknown; ``shape`` itself is ``None`` when
-    even the rank is unknown.
+    e.g. ``"batch"``) and ``None`` where the dimension is unknown (also for the invalid negative
+    ``dim_value`` some exporters write, e.g. PaddlePaddle's -1 batch; ``onnxviz audit`` flags those);
+    ``shape`` itself is ``None`` when even the rank is unknown.
     """
 
     name: str
@@ -70,7 +71,7 @@ def tensor_info_from_value(value: onnx.ValueInfoProto) -> TensorInfo:
     if tt.HasField("shape"):
         dims: list[Dim] = []
         for d in tt.shape.dim:
-            if d.HasField("dim_value"):
+            if d.HasField("dim_value") and d.dim_value >= 0:
                 dims.append(int(d.dim_value))
             elif d.HasField("dim_param") and d.dim_param:
                 dims.append(d.dim_param)
