@@ -522,12 +522,18 @@ class IntegratedGradients(GradientMethod):
         f_base = self._scores(model, {**feeds, input_name: base.astype(dtype)}, target)
         change = f_x - f_base
         sums = attr.reshape(n, -1).sum(axis=1)
-        error = np.abs(sums - change) / np.maximum(np.abs(change), np.finfo(np.float64).tiny)
+        # Relative to |F(x) - F(x')|; where that is (numerically) zero the relative error is
+        # undefined and the absolute gap is reported instead (both are in the trust figures).
+        gap = np.abs(sums - change)
+        scale = np.abs(change)
+        tiny = 1e-12 * np.maximum(1.0, np.abs(f_x))
+        error = np.where(scale > tiny, gap / np.where(scale > tiny, scale, 1.0), gap)
         trust = {
             "completeness_error": error,
             "score": f_x,
             "baseline_score": f_base,
             "attribution_sum": sums,
+            "completeness_gap": gap,
         }
         base_name = self.baseline
         if base_name == "blur":
