@@ -61,3 +61,26 @@ def test_gallery_beats_random_images_and_is_structured() -> None:
     white = high_frequency_share(randoms[0])
     assert white > 0.7
     assert max(shares) < 0.35, f"high-frequency energy share: {np.round(shares, 3)} (white noise {white:.2f})"
+
+
+def test_demo_model_gallery_beats_its_own_images() -> None:
+    """On the bundled demo model (a trained CNN), 8 channels of the middle ReLU optimised for 128
+    steps reach activations above the best of the demo images and 64 random images (measured at
+    this commit: 2.3, 1.4, 1.94, 1.31, 1.94, 3.45, 2.26, 1.28; 512 steps give up to 4.9), with
+    low high-frequency energy (0.06-0.13)."""
+    from onnxviz import load
+    from onnxviz.cli.demo import demo_dir
+    from onnxviz.inputs import prepare_inputs
+
+    folder = demo_dir()
+    model = load(folder / "model.onnx")
+    layer = [n.outputs[0] for n in model.graph.nodes if n.op_type == "Relu"][1]
+    vis = visualize(model, channel(layer, CHANNELS), rng=0, steps=128)
+    real = prepare_inputs(model.inputs, sorted(str(p) for p in folder.glob("*.png")))
+    randoms = np.random.default_rng(1).uniform(0, 1, (64, 64, 64, 3)).astype(np.float32)
+    x = ModelInput(Preprocess.from_model(model.input())).forward(randoms)
+    acts = np.concatenate([model.run(real.feeds, [layer])[layer], model.run(x, [layer])[layer]])
+    best = acts.mean(axis=(2, 3))[:, CHANNELS].max(axis=0)
+    ratio = vis.final / np.maximum(best, 1e-6)
+    assert ratio.min() > 1.2 and np.count_nonzero(ratio > 1.5) >= 4, ratio.round(2)
+    assert max(high_frequency_share(im) for im in vis.images) < 0.3
