@@ -12,7 +12,6 @@ from .errors import (
     TargetError,
     UnsupportedOpError,
 )
-
 from .maximize import visualize
 from .methods.registry import explain
 from .model import Model, load

@@ -23,9 +23,7 @@ import base64
 import io
 import math
 import os
-import secrets
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, Mapping, Sequence
 
@@ -33,7 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 
-from .errors import InputError, ReportError
+from .errors import InputError
 
 __all__ = [
     "Colormap",
@@ -304,46 +302,11 @@ def data_uri(img: ArrayLike) -> str:
 
 
 def save_png(img: ArrayLike, path: str | os.PathLike[str]) -> None:
-    """Write the image as a PNG file at ``path``, atomically.
+    """Write the image as a PNG file at ``path``, atomically (:func:`onnxviz.files.atomic_write`):
+    readers see either the old file or the complete new one."""
+    from .files import atomic_write
 
-    The PNG is encoded in memory first, written to a temporary file in the same directory
-    (created with mode ``0o666`` minus the umask, like any new file) and moved over ``path``
-    with ``os.replace``. Readers therefore see either the old file or the complete new one;
-    on failure the temporary file is removed and an existing ``path`` is left untouched.
-    """
-    data = png_bytes(img)
-    target = Path(path)
-    directory = target.parent
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    tmp: Path | None = None
-    try:
-        for _ in range(100):
-            candidate = directory / f".{target.name}.{secrets.token_hex(6)}.tmp"
-            try:
-                fd = os.open(candidate, flags, 0o666)
-            except FileExistsError:
-                continue
-            tmp = candidate
-            break
-        else:  # pragma: no cover - 100 collisions of 48 random bits
-            raise FileExistsError(f"could not create a temporary file in {directory}")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        tmp = None
-    except OSError as e:
-        raise ReportError(
-            f"cannot write PNG to {str(target)!r}: {e}",
-            hint="check that the directory exists, is writable and has free space",
-        ) from e
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    atomic_write(path, png_bytes(img), what="PNG")
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-
 from .graph import Dim, Node, TensorInfo
 from .model import Model
 

@@ -8,7 +8,16 @@ has a stable id (``family.name``) and a docstring saying what it flags and why i
 from __future__ import annotations
 
 from .findings import SEVERITIES, AuditResult, Finding, SkippedCheck, exit_code
-from .runner import INTERNAL, AuditContext, AuditSettings, Check, SkipCheck, all_checks, audit, select_checks
+from .runner import (
+    INTERNAL,
+    AuditContext,
+    AuditSettings,
+    Check,
+    SkipCheck,
+    all_checks,
+    audit,
+    select_checks,
+)
 
 __all__ = [
     "audit",

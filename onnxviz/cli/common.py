@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import InputError, ReportError
+from ..errors import InputError
+from ..files import atomic_write
 
 __all__ = [
     "parse_shape",
@@ -21,8 +21,6 @@ __all__ = [
     "add_input_arguments",
     "prepare_cli_inputs",
     "write_json",
-    "atomic_write_text",
-    "atomic_write_bytes",
 ]
 
 
@@ -120,23 +118,7 @@ def prepare_cli_inputs(model: object, args: argparse.Namespace) -> object | None
 def write_json(data: object, path: Path) -> None:
     """Write JSON atomically (temp file + rename), so no half-written file is ever left."""
     text = json.dumps(data, indent=1, default=_json_default, allow_nan=False)
-    atomic_write_text(path, text + "\n")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ReportError(f"cannot write {str(path)!r}: {e.strerror or e}", hint="check the folder exists and is writable") from e
+    atomic_write(path, (text + "\n").encode("utf-8"), what="JSON")
 
 
 def _json_default(value: object) -> object:

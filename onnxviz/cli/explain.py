@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..files import atomic_write, npy_bytes
 from ..imaging import save_png
 from ..methods.base import Explanation, channel_axis, resolve_target
 from ..methods.evaluation import deletion_insertion, randomization_test
 from ..methods.registry import METHODS, get_method
 from ..model import load
 from ..report.panels import display_images, explanation_panel
-from .common import Progress, add_input_arguments, atomic_write_bytes, prepare_cli_inputs, write_json
+from .common import Progress, add_input_arguments, prepare_cli_inputs, write_json
 
 __all__ = ["add_arguments", "run", "parse_params"]
 
@@ -146,17 +147,10 @@ def run(args: argparse.Namespace) -> int:
     if args.save_npy:
         arrays = [e.maps if args.upsampled else e.attributions for e in explanations]
         data = arrays[0] if len(arrays) == 1 else np.stack(arrays)
-        atomic_write_bytes(Path(args.save_npy), _npy_bytes(data))
+        atomic_write(Path(args.save_npy), npy_bytes(data), what="array")
         progress(f"wrote {args.save_npy} {list(data.shape)}")
     if args.json:
         write_json({"model": str(args.model), "explanations": [e.to_json() for e in explanations]}, Path(args.json))
         progress(f"wrote {args.json}")
     return 0
 
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()

@@ -14,7 +14,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import re
 from pathlib import Path
@@ -23,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, TargetError
+from ..files import atomic_write, npy_bytes
 from ..imaging import save_png, tile_grid, upscale_nearest
 from ..model import Model, load
 from ..report.featurevis import check_image_model, check_layer
-from .common import Progress, atomic_write_bytes, parse_shape, write_json
+from .common import Progress, parse_shape, write_json
 
 __all__ = ["add_arguments", "add_preprocess_arguments", "model_preprocess", "parse_units", "run"]
 
@@ -188,11 +188,6 @@ def gallery(images: np.ndarray, labels: list[str]) -> np.ndarray:
     return tile_grid(tiles, ncols=min(len(tiles), 8), pad=4)
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
 
 # ------------------------------------------------------------------------------------------
 # run
@@ -299,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
     save_png(gallery(all_images, labels), Path(args.out))
     progress(f"wrote {args.out}")
     if args.save_npy:
-        atomic_write_bytes(Path(args.save_npy), _npy_bytes(all_inputs))
+        atomic_write(Path(args.save_npy), npy_bytes(all_inputs), what="array")
         progress(f"wrote {args.save_npy} {list(all_inputs.shape)}")
     if args.json:
         assert settings is not None

@@ -8,11 +8,10 @@ a gradient rule) gets its error message instead, and the forward-only methods st
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
-
-import dataclasses
 
 import numpy as np
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +24,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, TemplateError
 
 from .. import imaging
 from ..errors import OnnxvizError, ReportError
+from ..files import atomic_write
 from .data import ReportData
 
 if TYPE_CHECKING:
@@ -150,45 +150,5 @@ def _audit_page(result: AuditResult, timings: bool) -> Iterator[str]:
 
 
 def _write(chunks: Iterator[str], path: str | os.PathLike[str]) -> Path:
-    """Stream ``chunks`` into a temporary file beside ``path``, fsync it, and ``os.replace`` it
-    over ``path``; on any failure the temporary file is removed and ``path`` is left as it was."""
-    target = Path(path)
-    directory = target.parent
-    if not directory.is_dir():
-        raise ReportError(
-            f"cannot write the report to {str(target)!r}: folder {str(directory)!r} does not exist",
-            hint="create the folder first or choose another output path",
-        )
-    tmp: Path | None = None
-    try:
-        fd, tmp = _temp_file(directory, target.name)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        tmp = None
-    except OSError as e:
-        raise ReportError(
-            f"cannot write the report to {str(target)!r}: {e}",
-            hint="check that the folder is writable and has free space",
-        ) from e
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    return target
-
-
-def _temp_file(directory: Path, name: str) -> tuple[int, Path]:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        candidate = directory / f".{name}.{secrets.token_hex(6)}.tmp"
-        try:
-            return os.open(candidate, flags, 0o666), candidate
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a temporary file in {directory}")  # pragma: no cover
+    """Stream ``chunks`` into ``path`` atomically; on any failure ``path`` is left as it was."""
+    return atomic_write(path, chunks, what="report")
