@@ -112,6 +112,7 @@ class OrtBackend:
         return dict(zip(outputs, values))
 
 
+_UNKNOWN_OP = re.compile(r"([\w.]*):(\w+)\((-?\d+)\) is not a registered function/op")
 _NO_KERNEL = re.compile(r"Could not find an implementation for (\w+)\((\d+)\) node with name '([^']*)'")
 
 
@@ -125,6 +126,19 @@ def _session_error(e: Exception, graph: Graph) -> Exception:
             int(m.group(2)),
             reason="has no onnxruntime CPU kernel for these input types",
             hint="kernels and the layer table still work; running the model needs an op the runtime supports",
+        )
+    m = _UNKNOWN_OP.search(text)
+    if m:
+        domain, op = m.group(1), m.group(2)
+        nodes = [n.label for n in graph.nodes if n.op_type == op and n.domain == domain]
+        more = f" (and {len(nodes) - 1} more node(s))" if len(nodes) > 1 else ""
+        return UnsupportedOpError(
+            op,
+            nodes[0] if nodes else "?",
+            max(int(m.group(3)), 1),
+            reason=f"in domain {domain!r} is not known to onnxruntime{more}",
+            hint="`onnxviz inspect` and the kernels still work; running the model (feature maps, methods) "
+            "needs onnxruntime to know the op: register its custom-op library",
         )
     return ExecutionError(
         f"onnxruntime could not load the model: {text.strip().splitlines()[0] if text.strip() else type(e).__name__}",

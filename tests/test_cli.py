@@ -195,3 +195,32 @@ def test_explain_trust_figures(tiny: Path, tmp_path: Path, capsys: pytest.Captur
     assert trust["completeness_error"][0] < 0.01
     assert 0 <= trust["deletion_auc"][0] <= 1 and 0 <= trust["insertion_auc"][0] <= 1
     assert trust["randomization_verdict"] in ("trustworthy", "insensitive")
+
+
+def test_report_all_tensors(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    arr = tmp_path / "x.npy"
+    np.save(arr, np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    out = tmp_path / "r.html"
+    code, _, err = run(capsys, "report", str(tiny), "--input", str(arr), "--tensors", "all", "--methods", "none",
+                       "--featurevis", "none", "-o", str(out), "-q")
+    assert code == 0, err
+    # every rank-4 intermediate: conv1, relu1, pool1, conv2, relu2, gap
+    assert out.read_text().count('class="panel feature-map"') == 6
+
+
+def test_an_op_onnxruntime_cannot_run_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from onnx import helper
+
+    proto = models.tiny_cnn()
+    proto.graph.node.append(helper.make_node("Frobnicate", ["logits"], ["odd"], name="vendor_node", domain="vendor.x"))
+    proto.graph.output.append(helper.make_tensor_value_info("odd", onnx.TensorProto.FLOAT, ["N", 10]))
+    proto.opset_import.append(helper.make_opsetid("vendor.x", 1))
+    path = tmp_path / "custom.onnx"
+    onnx.save(proto, path)
+    arr = tmp_path / "x.npy"
+    np.save(arr, np.zeros((1, 3, 32, 32), np.float32))
+    code, _, err = run(capsys, "report", str(path), "--input", str(arr), "-o", str(tmp_path / "r.html"), "-q")
+    assert code == 1 and "Traceback" not in err
+    assert "Frobnicate" in err and "hint:" in err
+    code, out, _ = run(capsys, "inspect", str(path))  # what still works
+    assert code == 0 and "Frobnicate" in out

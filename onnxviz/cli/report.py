@@ -45,7 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_input_arguments(parser)
     fm = parser.add_argument_group("feature maps")
-    fm.add_argument("--tensors", help="comma-separated tensor names to show (default: every conv/pool stage)")
+    fm.add_argument(
+        "--tensors",
+        help="comma-separated tensor names to show, or 'all' for every rank-4 intermediate tensor "
+        "(default: every conv/pool stage, after its norm and activation)",
+    )
     fm.add_argument("--top-k", type=int, default=16, help="channels shown per feature map (default: 16)")
     at = parser.add_argument_group("attributions")
     at.add_argument(
@@ -121,7 +125,11 @@ def run(args: argparse.Namespace, *, command: str | None = None) -> int:
     prepared = prepare_cli_inputs(model, args)
     if prepared is not None:
         progress(f"prepared {len(prepared.sources)} input(s): batch of {prepared.batch_size}")
-    tensors = [t.strip() for t in args.tensors.split(",") if t.strip()] if args.tensors else None
+    tensors: list[str] | None = None
+    if args.tensors == "all":
+        tensors = [t for t in model.graph.tensor_names() if t not in model.graph.input_names]
+    elif args.tensors:
+        tensors = [t.strip() for t in args.tensors.split(",") if t.strip()]
     progress("computing layer table, kernels" + (" and feature maps" if prepared else "")
              + ("" if getattr(args, "featurevis", "auto") == "none" else ", feature visualization"))
     data = build_report(
