@@ -72,7 +72,7 @@ def test_bad_model_file_gives_error_and_hint(
     path.write_bytes(content)
     code, out, err = run(capsys, "inspect", str(path))
     assert code == 1
-    assert f"error: " in err and words in err
+    assert "error: " in err and words in err
     assert "hint: " in err
     assert "Traceback" not in err
 

@@ -299,7 +299,7 @@ def group_normalization_vjp(call: Call, gY: Optional[Array]) -> Grads:
     xhat, rstd, gshape = _group_norm_stats(
         X, G, call.attrs.get("epsilon", 1e-5), call.attrs.get("stash_type", 1)
     )
-    N, C = X.shape[0], X.shape[1]
+    C = X.shape[1]
     sview = _group_affine(scale, C, G, per_group, X.ndim)
 
     def per_param(g: Array) -> Array:
