@@ -40,11 +40,11 @@ from zoo import MODELS
 
 from onnxviz.inputs import Preprocess
 from onnxviz.maximize import Adam, channel
-from onnxviz.maximize.optimize import _Evaluator
+from onnxviz.maximize.optimize import Evaluator
 from onnxviz.maximize.param import ModelInput, make_param
 from onnxviz.maximize.transforms import Resize, compose, standard_transforms
 from onnxviz.model import Model
-from onnxviz.report.featurevis import _conv_outputs
+from onnxviz.report.featurevis import conv_outputs
 
 
 def timed(fn: Callable[[], object], repeat: int) -> float:
@@ -101,7 +101,7 @@ def one_step(model: Model, layer: str, batch: int, size: int, forward: str) -> t
     p = make_param("fft", size, size, pre.channels)
     tlist = standard_transforms() + ((Resize(hw),) if (size, size) != tuple(hw) else ())
     mi = ModelInput(pre)
-    evaluator = _Evaluator(model, channel(layer, list(range(batch))), info.name, np.float32, forward)
+    evaluator = Evaluator(model, channel(layer, list(range(batch))), info.name, np.float32, forward)
     rng = np.random.default_rng(0)
     params = p.init(batch, rng).astype(np.float32)
     adam = Adam(0.05)
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     extrapolate: list[tuple[str, float, float]] = []
     for name in ("mobilenet_v2", "resnet50"):
         proto = MODELS[name]()
-        convs = _conv_outputs(Model.from_proto(proto).graph)
+        convs = conv_outputs(Model.from_proto(proto).graph)
         n = len(convs)
         picks = [n // 2] if args.quick else sorted({n // 3, n // 2, (2 * n) // 3})
         for i in picks:

@@ -174,7 +174,7 @@ def top_activations(
     paths = [os.fspath(p) for p in images]
     if not paths:
         raise InputError("no images given", hint="give a folder with PNG or JPEG files")
-    info = _image_input(model)
+    info = image_input_of(model)
     pre = Preprocess.from_model(info, preset=preset, mean=mean, std=std, size=size, layout=layout)  # type: ignore[arg-type]
     if pre.size is None:
         first = load_image(paths[0])
@@ -207,7 +207,7 @@ def top_activations_arrays(
     each image is min-max scaled for display and the layout is the model's detected one.
     """
     x = np.asarray(x)
-    info = _image_input(model)
+    info = image_input_of(model)
     if x.ndim != 4:
         raise InputError(f"expected a batch of images (rank 4), got shape {x.shape}")
     if preprocess is not None:
@@ -264,7 +264,7 @@ def project_units(
         if spatial_axes is None:
             idx.append(unit_arr[:, 0])
         else:
-            ch = _channel_axis(value.ndim, spatial_axes)
+            ch = channel_axis_of(value.ndim, spatial_axes)
             idx = [rows] + [None] * (value.ndim - 1)
             idx[ch] = unit_arr[:, 0]
             idx[spatial_axes[0]] = unit_arr[:, 1]
@@ -280,7 +280,7 @@ def project_units(
 # The two passes
 
 
-def _image_input(model: Model) -> Any:
+def image_input_of(model: Model) -> Any:
     if len(model.inputs) != 1:
         raise InputError(
             f"top activations need a single-input model; this one takes {[t.name for t in model.inputs]}",
@@ -289,14 +289,14 @@ def _image_input(model: Model) -> Any:
     return model.inputs[0]
 
 
-def _channel_axis(rank: int, spatial: tuple[int, int]) -> int:
+def channel_axis_of(rank: int, spatial: tuple[int, int]) -> int:
     rest = [a for a in range(1, rank) if a not in spatial]
     if len(rest) != 1:
         raise TargetError(f"cannot tell the channel axis of a rank-{rank} tensor with spatial axes {spatial}")
     return rest[0]
 
 
-def _layer_field(model: Model, layer: str, hw: tuple[int, int]) -> tuple[ReceptiveField, tuple[int, int] | None]:
+def layer_field(model: Model, layer: str, hw: tuple[int, int]) -> tuple[ReceptiveField, tuple[int, int] | None]:
     if layer not in model.graph.dynamic:
         raise TargetError(
             f"model has no intermediate tensor {layer!r}",
@@ -319,7 +319,7 @@ def _to_ncs(act: np.ndarray, axes: tuple[int, int] | None, layer: str) -> np.nda
         return act[:, :, None, None]
     if act.ndim != 4:
         raise TargetError(f"layer {layer!r} has rank {act.ndim}; expected a rank-4 feature map")
-    ch = _channel_axis(4, axes)
+    ch = channel_axis_of(4, axes)
     return np.transpose(act, (0, ch, axes[0], axes[1]))
 
 
@@ -344,7 +344,7 @@ def _run(
     say = progress or (lambda message: None)
     first = load([0])
     hw = (first.shape[2], first.shape[3]) if layout == "NCHW" else (first.shape[1], first.shape[2])
-    rf, axes = _layer_field(model, layer, (int(hw[0]), int(hw[1])))
+    rf, axes = layer_field(model, layer, (int(hw[0]), int(hw[1])))
 
     # ---- pass 1: scan
     best_v: np.ndarray | None = None  # (C, m) values, best first

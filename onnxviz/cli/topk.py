@@ -142,15 +142,15 @@ def _channel_count(model: object, args: argparse.Namespace, first: Path) -> int:
     import numpy as np
 
     from ..inputs import Preprocess, image_to_array, load_image
-    from ..topk import _channel_axis, _image_input, _layer_field
+    from ..topk import channel_axis_of, image_input_of, layer_field
 
-    info = _image_input(model)  # type: ignore[arg-type]
+    info = image_input_of(model)  # type: ignore[arg-type]
     img = load_image(first)
     pre = Preprocess.from_model(info, preset=args.preset, mean=args.mean, std=args.std, size=args.size, layout=args.layout)
     if pre.size is None:
         pre = Preprocess.from_model(info, preset=args.preset, mean=args.mean, std=args.std, size=img.shape[:2], layout=args.layout)
     x = image_to_array(img, pre)[None]
     hw = pre.size or img.shape[:2]
-    _, axes = _layer_field(model, args.layer, (int(hw[0]), int(hw[1])))  # type: ignore[arg-type]
+    _, axes = layer_field(model, args.layer, (int(hw[0]), int(hw[1])))  # type: ignore[arg-type]
     act = np.asarray(model.run(x, [args.layer])[args.layer])  # type: ignore[attr-defined]
-    return int(act.shape[1] if axes is None else act.shape[_channel_axis(act.ndim, axes)])
+    return int(act.shape[1] if axes is None else act.shape[channel_axis_of(act.ndim, axes)])

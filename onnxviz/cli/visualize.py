@@ -150,9 +150,9 @@ def _probe(model: Model, pre: Any, hw: tuple[int, int], tensor: str) -> np.ndarr
 
 
 def _image_size(model: Model, pre: Any, size: tuple[int, int] | None) -> tuple[int, int]:
-    from ..maximize.optimize import _image_input  # the same rule visualize applies
+    from ..maximize.optimize import image_input  # the same rule visualize applies
 
-    _, _, hw, _ = _image_input(model, None, pre, size)
+    _, _, hw, _ = image_input(model, None, pre, size)
     return hw
 
 
@@ -170,8 +170,8 @@ def _class_tensor(model: Model, layer: str | None) -> str:
 # gallery
 
 
-def _label(text: str, width: int) -> np.ndarray:
-    from ..report.panels import _label as label
+def label_strip(text: str, width: int) -> np.ndarray:
+    from ..report.panels import label_strip as label
 
     return label(text, width)[:_LABEL_PX, :width]
 
@@ -184,7 +184,7 @@ def gallery(images: np.ndarray, labels: list[str]) -> np.ndarray:
         a = np.asarray(img, dtype=np.float64)
         a = np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
         a = upscale_nearest(a, f) if f > 1 else a
-        tiles.append(np.vstack([a, _label(text, a.shape[1])]))
+        tiles.append(np.vstack([a, label_strip(text, a.shape[1])]))
     return tile_grid(tiles, ncols=min(len(tiles), 8), pad=4)
 
 
@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         neuron,
         visualize,
     )
-    from ..maximize.optimize import _split_rng
+    from ..maximize.optimize import split_rng
     from ..maximize.param import make_param
 
     progress = Progress(args.quiet)
@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
 
     # One init for the whole gallery, split into chunks: chunked runs equal the one-batch run
     # (image i starts from block i, and the transforms draw once per step for the whole batch).
-    _, init_seed, _ = _split_rng(args.seed)
+    _, init_seed, _ = split_rng(args.seed)
     n = len(units)
     init = make_param(param, hw[0], hw[1], pre.channels).init(n, np.random.default_rng(init_seed))
     step = args.batch or n

@@ -160,7 +160,7 @@ class Visualization:
 # Helpers
 
 
-def _split_rng(rng: RngLike) -> tuple[int | None, int, int]:
+def split_rng(rng: RngLike) -> tuple[int | None, int, int]:
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         seed: int | None = int(rng)
         gen = np.random.default_rng(seed)
@@ -175,7 +175,7 @@ def _split_rng(rng: RngLike) -> tuple[int | None, int, int]:
     return seed, init_seed, transform_seed
 
 
-def _image_input(
+def image_input(
     model: Model, input_name: str | None, preprocess: Preprocess | None, size: tuple[int, int] | None
 ) -> tuple[Any, Preprocess, tuple[int, int], bool]:
     """``(input info, preprocess, image size, whether the model fixes the size)``."""
@@ -207,7 +207,7 @@ def _static_size(preprocess: Preprocess, info: Any) -> tuple[int, int] | None:
     return None
 
 
-class _Evaluator:
+class Evaluator:
     """One engine call per evaluation: all objective terms, seeds, and the input gradient."""
 
     def __init__(self, model: Model, objective: Objective, input_name: str, dtype: Any, forward: str) -> None:
@@ -271,7 +271,7 @@ def evaluate(
     """Objective value per image for model inputs ``inputs`` (image regularizers read ``images``)."""
     obj = as_objective(objective)
     name = model.inputs[0].name
-    vals, _, _ = _Evaluator(model, obj, name, dtype, "numpy")(inputs, images, None, grad=False)
+    vals, _, _ = Evaluator(model, obj, name, dtype, "numpy")(inputs, images, None, grad=False)
     return vals
 
 
@@ -317,7 +317,7 @@ def visualize(
     obj = as_objective(objective)
     if steps < 0:
         raise InputError(f"steps must be >= 0, got {steps}")
-    info, pre, hw, fixed = _image_input(model, input_name, preprocess, size)
+    info, pre, hw, fixed = image_input(model, input_name, preprocess, size)
     n = batch if batch is not None else (obj.batch or 1)
     if obj.batch is not None and n != obj.batch:
         raise TargetError(
@@ -325,7 +325,7 @@ def visualize(
             hint="omit batch, or give as many channels as images",
         )
     dtype = np.dtype(dtype)
-    seed, init_seed, transform_seed = _split_rng(rng)
+    seed, init_seed, transform_seed = split_rng(rng)
     p: Parametrization = make_param(param, hw[0], hw[1], pre.channels) if isinstance(param, str) else param
     if (p.height, p.width, p.channels) != (hw[0], hw[1], pre.channels):
         raise InputError(
@@ -344,7 +344,7 @@ def visualize(
         tlist = tlist + (Resize(hw),)
     mi = ModelInput(pre)
     in_dtype = info.dtype if info.dtype.kind == "f" else np.dtype(np.float32)
-    evaluator = _Evaluator(model, obj, info.name, dtype, forward)
+    evaluator = Evaluator(model, obj, info.name, dtype, forward)
 
     if init is not None:
         params = np.array(init, dtype=dtype)
@@ -442,14 +442,14 @@ def dream(
     img = np.asarray(image, dtype=np.float64)
     if img.ndim == 2:
         img = img[..., None]
-    info, pre, model_hw, fixed = _image_input(model, input_name, preprocess, None)
+    info, pre, model_hw, fixed = image_input(model, input_name, preprocess, None)
     if img.shape[2] != pre.channels:
         raise InputError(f"the image has {img.shape[2]} channels, the model takes {pre.channels}")
-    _, _, roll_seed = _split_rng(rng)
+    _, _, roll_seed = split_rng(rng)
     r = np.random.default_rng(roll_seed)
     mi = ModelInput(pre)
     in_dtype = info.dtype if info.dtype.kind == "f" else np.dtype(np.float32)
-    evaluator = _Evaluator(model, obj, info.name, dtype, "numpy")
+    evaluator = Evaluator(model, obj, info.name, dtype, "numpy")
 
     bases = [img]
     for _ in range(octaves - 1):

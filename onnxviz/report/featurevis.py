@@ -117,7 +117,7 @@ def check_layer(model: Model, name: str) -> str:
     )
 
 
-def _conv_outputs(graph: Graph) -> list[str]:
+def conv_outputs(graph: Graph) -> list[str]:
     """Each convolution's output, taken after a single-consumer chain of norms/activations."""
     out: list[str] = []
     for n in graph.nodes:
@@ -138,7 +138,7 @@ def _conv_outputs(graph: Graph) -> list[str]:
 def default_layers(graph: Graph, count: int = 3) -> list[str]:
     """``count`` conv/activation outputs spread across the depth (at the 1/6, 1/2, 5/6 points
     for three), skipping the very first and last when there are enough layers."""
-    names = _conv_outputs(graph)
+    names = conv_outputs(graph)
     if not names:
         return []
     idx = [min(len(names) - 1, int((k + 0.5) / count * len(names))) for k in range(count)]

@@ -45,7 +45,7 @@ def display_images(x: np.ndarray, pre: Preprocess | None, channel_axis: int = 1)
     return images
 
 
-def _label(text: str, width: int) -> np.ndarray:
+def label_strip(text: str, width: int) -> np.ndarray:
     canvas = Image.new("RGB", (width, _LABEL_HEIGHT), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     draw.text((2, 1), text[: max(1, width // 6)], fill=(0, 0, 0), font=ImageFont.load_default())
@@ -72,10 +72,10 @@ def explanation_panel(
         th, tw = max(1, round(h * scale)), max(1, round(w * scale))
         method = "nearest" if scale >= 2 else "bilinear"
         base = resize(img, (th, tw), method=method)
-        tiles = [np.vstack([_label(f"input {i}", tw), base])]
+        tiles = [np.vstack([label_strip(f"input {i}", tw), base])]
         for e in explanations:
             heat = overlay(base, e.maps[i], alpha=alpha, signed=e.signed, clip_percentile=clip_percentile)
             target = int(e.targets[i])
-            tiles.append(np.vstack([_label(f"{e.method} (class {target})" if target >= 0 else e.method, tw), heat]))
+            tiles.append(np.vstack([label_strip(f"{e.method} (class {target})" if target >= 0 else e.method, tw), heat]))
         rows.append(tile_grid(tiles, ncols=len(tiles), pad=2))
     return tile_grid(rows, ncols=1, pad=4)
