@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import TargetError
 
-__all__ = ["Target", "output_seed", "resolve_classes"]
+__all__ = ["Target", "output_seed", "resolve_classes", "region_target"]
 
 Target = Union[int, Sequence[int], np.ndarray, None]
 
@@ -74,4 +74,43 @@ def output_seed(value: np.ndarray, target: Target, *, name: str = "output") -> n
     idx = resolve_classes(value, target, name=name)
     seed = np.zeros(value.shape, dtype=value.dtype)
     seed[np.arange(value.shape[0]), idx] = 1
+    return seed
+
+
+def region_target(shape: tuple[int, ...], spec: str) -> np.ndarray:
+    """A cotangent selecting an element or a region of an output, the same for every sample.
+
+    ``spec`` indexes the non-batch axes like numpy: ``"3"`` (class 3), ``"0,4"`` (the score of
+    box 0, column 4 of an (N, boxes, 5+classes) output), ``"1,10:20,5:15"`` (the sum of class 1's
+    mask over rows 10-19 and columns 5-14 of an (N, C, H, W) segmentation output). Axes left out
+    are taken whole. The objective is the sum of the selected elements.
+    """
+    parts = [p.strip() for p in spec.split(",")] if spec.strip() else []
+    if len(parts) > len(shape) - 1:
+        raise TargetError(
+            f"target region {spec!r} has {len(parts)} indices; the output {list(shape)} has {len(shape) - 1} non-batch axes",
+            hint="index the axes after the batch axis, e.g. 3 or 1,10:20,5:15",
+        )
+    index: list[int | slice] = [slice(None)]
+    for axis, part in enumerate(parts, start=1):
+        size = shape[axis]
+        try:
+            if ":" in part:
+                lo, _, hi = part.partition(":")
+                sl = slice(int(lo) if lo else None, int(hi) if hi else None)
+                if len(range(*sl.indices(size))) == 0:
+                    raise TargetError(f"target region {part!r} selects nothing on axis {axis} of size {size}")
+                index.append(sl)
+            else:
+                k = int(part)
+                if not -size <= k < size:
+                    raise TargetError(
+                        f"target index {k} is out of range for axis {axis} of size {size}",
+                        hint=f"use 0..{size - 1}",
+                    )
+                index.append(k)
+        except ValueError as e:
+            raise TargetError(f"bad target region {spec!r}", hint="write integers and start:stop ranges") from e
+    seed = np.zeros(shape, dtype=np.float32)
+    seed[tuple(index)] = 1
     return seed

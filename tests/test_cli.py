@@ -224,3 +224,26 @@ def test_an_op_onnxruntime_cannot_run_is_named(tmp_path: Path, capsys: pytest.Ca
     assert "Frobnicate" in err and "hint:" in err
     code, out, _ = run(capsys, "inspect", str(path))  # what still works
     assert code == 0 and "Frobnicate" in out
+
+
+def test_explain_a_region_of_a_segmentation_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "seg.onnx"
+    onnx.save(models.old_opset_model(opset=9), path)  # output 'prob' is (1, 4, 32, 32): a per-pixel class map
+    arr = tmp_path / "x.npy"
+    np.save(arr, np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32))
+    js, npy = tmp_path / "r.json", tmp_path / "r.npy"
+    code, _, err = run(capsys, "explain", str(path), "--input", str(arr), "--method", "gradient",
+                       "--target-region", "1,0:8,0:8", "--save-npy", str(npy), "--json", str(js),
+                       "-o", str(tmp_path / "r.png"), "-q")
+    assert code == 0, err
+    from onnxviz import load
+    from onnxviz.targets import region_target
+
+    m = load(path)
+    x = np.load(arr)
+    seed = region_target(m.run(x)["prob"].shape, "1,0:8,0:8")
+    assert seed.sum() == 64
+    np.testing.assert_allclose(np.load(npy), m.gradient(x, target=seed), rtol=1e-5, atol=1e-7)
+    code, _, err = run(capsys, "explain", str(path), "--input", str(arr), "--target-region", "9",
+                       "-o", str(tmp_path / "r.png"), "-q")
+    assert code == 1 and "out of range" in err

@@ -28,6 +28,7 @@ from ..methods.base import Explanation, channel_axis, resolve_target
 from ..methods.evaluation import deletion_insertion, randomization_test
 from ..methods.registry import METHODS, get_method
 from ..model import load
+from ..targets import region_target
 from ..report.panels import display_images, explanation_panel
 from .common import Progress, add_input_arguments, prepare_cli_inputs, write_json
 
@@ -41,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
         help="class index to explain (default: each input's top class), or one index per input: 3,7",
+    )
+    parser.add_argument(
+        "--target-region",
+        metavar="INDEX",
+        help="explain an element or region of the output instead of a class, indexing the axes after the batch: "
+        "'0,4' (one box's score), '1,10:20,5:15' (the sum of a mask region)",
     )
     parser.add_argument("--top-k", type=int, help="explain each input's top K classes (one panel row set per class)")
     parser.add_argument("--output", dest="output_tensor", help="output tensor to explain (default: the first output)")
@@ -89,6 +96,12 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def _targets(args: argparse.Namespace, model: Any, feeds: dict[str, np.ndarray]) -> list[Any]:
+    if args.target_region is not None:
+        if args.target or args.top_k:
+            raise InputError("use one of --target, --top-k and --target-region")
+        out = args.output_tensor or model.outputs[0].name
+        value = model.run(feeds, [out])[out]
+        return [region_target(value.shape, args.target_region)]
     if args.top_k:
         if args.target:
             raise InputError("use either --target or --top-k", hint="--top-k K explains each input's K best classes")
