@@ -6,6 +6,8 @@ For each model and batch size, on the same inputs:
   np_grad        numpy forward + input gradient of one class score
   hybrid_grad    onnxruntime forward with taps + numpy backward (forward="onnxruntime")
   torch_grad     PyTorch autograd through onnxviz's torch adapter (when torch is installed)
+  ortgrad        (--ortgrad) one onnxruntime run of the compiled forward+backward model
+                 (onnxviz.backends.ortgrad), seed given as an array (built once, outside the timing)
 Peak memory is what tracemalloc sees of numpy allocations during one call.
 
 Usage: python benchmarks/bench_gradients.py [--models resnet50,vgg19,densenet121,mobilenet_v2]
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--ortgrad", action="store_true", help="add the compiled onnxruntime backward column")
     args = parser.parse_args(argv)
     try:
         if args.no_torch:
@@ -68,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         TorchBackend = None  # type: ignore[assignment,misc]
 
     header = f"{'model':<14}{'batch':>6}{'ort_fwd s':>11}{'np_fwd':>9}{'np_grad':>9}{'hybrid':>9}{'torch':>9}{'np_peak MB':>12}"
+    if args.ortgrad:
+        header += f"{'ortgrad':>9}"
     print(header)
     print("-" * len(header))
     for name in args.models.split(","):
@@ -95,11 +100,18 @@ def main(argv: list[str] | None = None) -> int:
                 tb = TorchBackend(model.graph)
                 torch_t = timed(lambda: tb.gradient(feeds, {out: seed}, inp), args.repeat)
             peak = peak_mb(grad)
-            print(
+            line = (
                 f"{name:<14}{batch:>6}{ort:>11.4f}{np_fwd / ort:>8.2f}x{np_grad / ort:>8.2f}x"
-                f"{hybrid / ort:>8.2f}x{torch_t / ort:>8.2f}x{peak:>12.0f}",
-                flush=True,
+                f"{hybrid / ort:>8.2f}x{torch_t / ort:>8.2f}x{peak:>12.0f}"
             )
+            if args.ortgrad:
+                from onnxviz.backends.ortgrad import OrtGradBackend
+
+                og = OrtGradBackend(model.graph, model.proto)
+                seed_array = seed(model.run(feeds)[out])
+                og_t = timed(lambda: og.value_and_grad(feeds, {out: seed_array}, [inp]), args.repeat)
+                line += f"{og_t / ort:>8.2f}x"
+            print(line, flush=True)
     return 0
 
 

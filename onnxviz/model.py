@@ -14,7 +14,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper, shape_inference
 
-from .errors import InputError, ModelLoadError
+from .errors import InputError, ModelLoadError, UnsupportedOpError
 from .graph import Graph, TensorInfo, tensor_info_from_value
 from .targets import Target, output_seed
 
@@ -250,6 +250,20 @@ class Model:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     @cached_property
+    def _ortgrad_refused(self) -> set[tuple[tuple[str, ...], tuple[str, ...]]]:
+        """(wrt, seeded tensors) combinations the compiled backward cannot do (found once)."""
+        return set()
+
+    def _ortgrad(self) -> Any:
+        from .backends.ortgrad import OrtGradBackend
+
+        backend = self.__dict__.get("_ortgrad_backend")
+        if backend is None:
+            backend = OrtGradBackend(self.graph, self.proto)
+            self.__dict__["_ortgrad_backend"] = backend
+        return backend
+
+    @cached_property
     def engine(self) -> Any:
         """The numpy engine for this model (interpreter and reverse-mode autodiff)."""
         from .backends.numpy.engine import NumpyEngine
@@ -266,20 +280,49 @@ class Model:
         dtype: Any = np.float32,
         rules: Mapping[str, Any] | None = None,
         forward: str = "numpy",
+        engine: str = "auto",
     ) -> Any:
         """Values of the seeded and requested tensors and the gradients of ``sum <seed, tensor>``.
 
         ``seeds`` maps tensor names to cotangent arrays or to functions of the tensor's value;
         ``wrt`` defaults to the first model input. Returns a
         :class:`onnxviz.backends.numpy.engine.GradResult`.
+
+        ``engine``: ``"numpy"`` is the reference interpreter (float64, per-call ``rules``,
+        ``forward="onnxruntime"`` for the hybrid); ``"ortgrad"`` compiles the forward and the
+        backward into one onnxruntime model (:mod:`onnxviz.backends.ortgrad`, float32, the common
+        CNN ops); ``"auto"`` (default) uses ``"ortgrad"`` for float32 calls without ``rules`` whose
+        path it covers and falls back to ``"numpy"`` otherwise.
         """
         from .backends.numpy.engine import GradResult
 
         wrt = tuple(wrt) if wrt is not None else (self.inputs[0].name,)
         feeds = self.feeds(inputs)
         n = self._batch_size(feeds)
+        self.engine.check_names(wrt, "wrt")
+        self.engine.check_names(tuple(seeds), "objective")
+        self.engine.check_names(tuple(values), "requested")
+        self.engine.check_path(wrt, tuple(seeds))
+        if engine not in ("auto", "numpy", "ortgrad"):
+            raise InputError(f"unknown gradient engine {engine!r}", hint="use 'auto', 'numpy' or 'ortgrad'")
+        compiled = engine == "ortgrad" or (
+            engine == "auto"
+            and np.dtype(dtype) == np.float32
+            and not rules
+            and forward == "numpy"
+            and (wrt, tuple(seeds)) not in self._ortgrad_refused
+        )
 
         def one(f: Mapping[str, np.ndarray], s: Mapping[str, Any]) -> Any:
+            nonlocal compiled
+            if compiled:
+                try:
+                    return self._ortgrad().value_and_grad(f, s, wrt, values=values)
+                except UnsupportedOpError:
+                    if engine == "ortgrad":
+                        raise
+                    self._ortgrad_refused.add((wrt, tuple(seeds)))  # remember: go straight to numpy
+                    compiled = False
             return self.engine.value_and_grad(f, s, wrt, values=values, dtype=dtype, rules=rules, forward=forward)  # type: ignore[arg-type]
 
         if not self.fixed_batch or n == 1:

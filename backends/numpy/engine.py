@@ -103,7 +103,8 @@ class NumpyEngine:
             out[info.name] = value
         return out
 
-    def _check_names(self, names: Sequence[str], what: str) -> None:
+    def check_names(self, names: Sequence[str], what: str) -> None:
+        """Raise TargetError for a name that is not an input-dependent tensor of the graph."""
         g = self.graph
         for name in names:
             if name not in g.dynamic:
@@ -124,7 +125,7 @@ class NumpyEngine:
         """Numpy forward pass: the values of ``outputs`` (default: the graph outputs)."""
         dtype = np.dtype(dtype)
         outputs = tuple(outputs) if outputs is not None else self.graph.output_names
-        self._check_names(outputs, "requested")
+        self.check_names(outputs, "requested")
         env, _ = self._forward(self._feeds(feeds, dtype), set(outputs), frozenset(), dtype)
         return {name: env[name] for name in outputs}
 
@@ -216,9 +217,9 @@ class NumpyEngine:
         dtype = np.dtype(dtype)
         g = self.graph
         wrt = tuple(wrt)
-        self._check_names(wrt, "wrt")
-        self._check_names(tuple(seeds), "objective")
-        self._check_names(tuple(values), "requested")
+        self.check_names(wrt, "wrt")
+        self.check_names(tuple(seeds), "objective")
+        self.check_names(tuple(values), "requested")
         rules = dict(rules or {})
 
         # Tensors that carry a gradient from wrt (forward reachability through differentiable ops).
@@ -293,6 +294,12 @@ class NumpyEngine:
                 result_grads[name] = np.zeros_like(ref) if ref is not None else np.zeros(())
         out_values = {name: env[name] for name in dict.fromkeys(tuple(seeds) + tuple(values))}
         return GradResult(out_values, result_grads)
+
+    def check_path(self, wrt: Sequence[str], seeds: Sequence[str]) -> None:
+        """Raise UnsupportedOpError when a gradient from ``seeds`` to ``wrt`` would cross a
+        quantizing or rounding op (whatever engine computes it: the result would be zeros)."""
+        needed = {o for n in self.graph.ancestors(set(seeds)) for o in n.outputs} | set(seeds)
+        self._check_blocking(set(wrt), needed)
 
     def _check_blocking(self, wrt: set[str], needed: set[str]) -> None:
         """Refuse a gradient that would cross a quantizing or rounding op: it would be silently 0."""

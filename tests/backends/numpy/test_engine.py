@@ -11,7 +11,7 @@ import pytest
 from onnx import helper
 
 from onnxviz.backends.numpy.registry import Call
-from onnxviz.errors import TargetError, UnsupportedOpError
+from onnxviz.errors import InputError, TargetError, UnsupportedOpError
 from onnxviz.model import Model
 from tests import models
 
@@ -223,3 +223,24 @@ def test_max_pool_with_nan_windows_propagates_nan() -> None:
     y, idx = REGISTRY.get_forward("MaxPool", 12)(x, kernel_shape=[2, 2], strides=[2, 2])  # type: ignore[misc]
     assert np.isnan(y[0, 0, 0, 0]) and y[0, 0, 1, 1] == 15
     assert idx[0, 0, 0, 0] == 5  # the NaN's flat index
+
+
+def test_auto_engine_compiles_float32_and_falls_back() -> None:
+    m = Model.from_proto(models.tiny_cnn())
+    feeds = random_feeds(m)
+    out, inp = m.outputs[0].name, m.inputs[0].name
+    seed = np.zeros((2, 10), np.float32)
+    seed[:, 3] = 1
+    ref = m.value_and_grad(feeds, {out: seed}, engine="numpy").grads[inp]
+    auto = m.value_and_grad(feeds, {out: seed}).grads[inp]
+    compiled = m.value_and_grad(feeds, {out: seed}, engine="ortgrad").grads[inp]
+    np.testing.assert_allclose(auto, compiled, rtol=0, atol=0)  # auto took the compiled path
+    np.testing.assert_allclose(compiled, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+    # an op the compiled backward lacks: auto falls back to numpy, ortgrad refuses
+    shrunk = Model.from_proto(models.tiny_cnn_with_unsupported_op())
+    with pytest.raises(UnsupportedOpError, match="Shrink"):
+        shrunk.value_and_grad(feeds, {out: seed}, engine="ortgrad")
+    with pytest.raises(UnsupportedOpError, match="Shrink"):  # and numpy has no Shrink either
+        shrunk.value_and_grad(feeds, {out: seed})
+    with pytest.raises(InputError, match="engine"):
+        m.value_and_grad(feeds, {out: seed}, engine="tpu")

@@ -1,0 +1,435 @@
+"""Vector-Jacobian emitters of the compiled backward (:mod:`onnxviz.backends.ortgrad`).
+
+One small function per op type appends the backward nodes of one forward node to the ONNX graph
+being built, through :class:`GraphBuilder`; :data:`EMITTERS` maps op types to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..errors import ExecutionError, UnsupportedOpError
+from ..graph import Node
+
+__all__ = ["EMITTERS", "Emitter", "GraphBuilder", "Grads"]
+
+_FALLBACK_HINT = (
+    "the numpy gradient engine (Model.value_and_grad) still differentiates this model; "
+    "the compiled onnxruntime backward covers the common CNN ops only"
+)
+
+Grads = tuple[str | None, ...]
+#: An emitter appends the backward nodes of one forward node: it gets the builder, the node and
+#: one cotangent tensor name per output (``None`` where the cotangent is zero) and returns one
+#: gradient tensor name per input (``None`` where there is none or it is not needed).
+Emitter = Callable[["GraphBuilder", Node, Grads], Grads]
+EMITTERS: dict[str, Emitter] = {}
+
+
+def emitter(*op_types: str) -> Callable[[Emitter], Emitter]:
+    def register(fn: Emitter) -> Emitter:
+        for op in op_types:
+            if op in EMITTERS:
+                raise ValueError(f"a VJP emitter for {op!r} is already registered")
+            EMITTERS[op] = fn
+        return fn
+
+    return register
+
+
+def _unsupported(node: Node, opset: int, reason: str) -> UnsupportedOpError:
+    return UnsupportedOpError(node.op_type, node.label, opset, reason=reason, hint=_FALLBACK_HINT)
+
+
+# ---------------------------------------------------------------------------------- the builder
+
+
+class GraphBuilder:
+    """Appends nodes and constants to the backward model; knows every tensor's static shape."""
+
+    def __init__(self, opset: int, shapes: Mapping[str, tuple[int, ...]], consts: Mapping[str, np.ndarray],
+                 reach: set[str]) -> None:
+        self.opset = opset
+        self.shapes = dict(shapes)
+        self.consts = consts
+        self.reach = reach
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def fresh(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}__vjp{self._count}"
+
+    def needs(self, node: Node, k: int) -> bool:
+        """Whether the gradient w.r.t. input ``k`` of ``node`` is wanted."""
+        return k < len(node.inputs) and bool(node.inputs[k]) and node.inputs[k] in self.reach
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        if name in self.shapes:
+            return self.shapes[name]
+        if name in self.consts:
+            return tuple(self.consts[name].shape)
+        raise ExecutionError(f"no static shape known for tensor {name!r}",
+                             hint="this is a bug in onnxviz's compiled backward; use the numpy engine")
+
+    def constant(self, node: Node, k: int, what: str) -> np.ndarray:
+        name = node.inputs[k] if k < len(node.inputs) else ""
+        if name and name in self.consts:
+            return self.consts[name]
+        raise _unsupported(node, self.opset, f"has a non-constant {what}, which the compiled backward needs constant")
+
+    def const(self, value: Any, hint: str = "c", dtype: Any = np.float32) -> str:
+        name = self.fresh(hint)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        self.shapes[name] = tuple(np.shape(value))
+        return name
+
+    def op(self, op_type: str, inputs: Sequence[str], n_out: int = 1, **attrs: Any) -> Any:
+        outs = [self.fresh(op_type) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=outs[0], **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def reshape(self, g: str, shape: Sequence[int]) -> str:
+        return self.op("Reshape", [g, self.const(np.array(shape, dtype=np.int64), "shape", np.int64)])
+
+    def unbroadcast(self, g: str, out_shape: Sequence[int], in_shape: Sequence[int]) -> str:
+        """Sum ``g`` (of the broadcast output's shape) back to an operand's shape."""
+        out_shape, in_shape = tuple(out_shape), tuple(in_shape)
+        if out_shape == in_shape:
+            return g
+        lead = len(out_shape) - len(in_shape)
+        axes = list(range(lead)) + [lead + i for i, d in enumerate(in_shape) if d == 1 and out_shape[lead + i] != 1]
+        if axes:
+            g = self.op("ReduceSum", [g, self.const(np.array(axes, dtype=np.int64), "axes", np.int64)], keepdims=1)
+        return self.reshape(g, in_shape)
+
+    def masked(self, mask: str, g: str) -> str:
+        """``g`` where ``mask``, else 0: a same-shape Mul by the cast mask (onnxruntime's Where with
+        a broadcast scalar is several times slower)."""
+        return self.op("Mul", [g, self.op("Cast", [mask], to=TensorProto.FLOAT)])
+
+
+# --------------------------------------------------------------------------------- the emitters
+
+
+def _spatial_geometry(b: GraphBuilder, node: Node, x_shape: Sequence[int], y_shape: Sequence[int],
+                      kernel: Sequence[int], dilations: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
+    """strides, explicit pads and the ConvTranspose output_padding that gives back X's size."""
+    nd = len(kernel)
+    strides = list(node.attrs.get("strides") or [1] * nd)
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    xs, ys = list(x_shape[2:]), list(y_shape[2:])
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pads_begin, pads_end = [], []
+        for i in range(nd):
+            total = max((ys[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - xs[i], 0)
+            small = total // 2
+            begin = small if auto_pad == "SAME_UPPER" else total - small
+            pads_begin.append(begin)
+            pads_end.append(total - begin)
+        pads = pads_begin + pads_end
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * nd)
+    else:
+        pads = list(node.attrs.get("pads") or [0] * (2 * nd))
+    output_padding = []
+    for i in range(nd):
+        covered = (ys[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - pads[i] - pads[nd + i]
+        extra = xs[i] - covered
+        if extra < 0 or (extra >= strides[i] and extra >= dilations[i]):
+            raise _unsupported(node, b.opset, f"has a geometry ConvTranspose cannot invert (axis {i}: "
+                               f"input {xs[i]}, output {ys[i]}, output_padding {extra})")
+        output_padding.append(extra)
+    return strides, pads, output_padding
+
+
+@emitter("Conv")
+def conv_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """Input gradient only: ``ConvTranspose`` with the same weights, group, strides, dilations and
+    pads, and the ``output_padding`` that restores X's size (the rows a strided conv never read)."""
+    (g,) = gouts[:1]
+    if b.needs(node, 1) or b.needs(node, 2):
+        raise _unsupported(node, b.opset, "needs a weight or bias gradient, which the compiled backward lacks")
+    if g is None or not b.needs(node, 0):
+        return (None,) * len(node.inputs)
+    x, w = node.inputs[0], node.inputs[1]
+    w_shape = b.shape(w)
+    nd = len(w_shape) - 2
+    kernel = list(node.attrs.get("kernel_shape") or w_shape[2:])
+    dilations = list(node.attrs.get("dilations") or [1] * nd)
+    strides, pads, output_padding = _spatial_geometry(b, node, b.shape(x), b.shape(node.outputs[0]), kernel, dilations)
+    gx = b.op("ConvTranspose", [g, w], group=int(node.attrs.get("group", 1)), strides=strides, pads=pads,
+              dilations=dilations, kernel_shape=kernel, output_padding=output_padding)
+    return (gx,) + (None,) * (len(node.inputs) - 1)
+
+
+@emitter("Relu")
+def relu_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    y = node.outputs[0]
+    return (b.masked(b.op("Greater", [y, b.const(0.0)]), gouts[0]),)
+
+
+@emitter("LeakyRelu")
+def leaky_relu_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    g = gouts[0]
+    alpha = float(node.attrs.get("alpha", 0.01))
+    mask = b.op("Cast", [b.op("GreaterOrEqual", [node.inputs[0], b.const(0.0)])], to=TensorProto.FLOAT)
+    slope = b.op("Add", [b.op("Mul", [mask, b.const(1.0 - alpha)]), b.const(alpha)])
+    return (b.op("Mul", [g, slope]),)
+
+
+@emitter("Clip")
+def clip_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """Constant bounds only; the gradient passes where the output lies strictly inside (min, max).
+
+    The mask reads the output, not the input, so onnxruntime can still fuse the producing Conv
+    with the Clip. It differs from the numpy rule (bounds included) only where X equals a bound
+    exactly, as the Relu rule (``Y > 0``) does at 0.
+    """
+    if b.needs(node, 1) or b.needs(node, 2):
+        raise _unsupported(node, b.opset, "needs a gradient w.r.t. its bounds")
+    y = node.outputs[0]
+    lo = float(b.constant(node, 1, "min")) if len(node.inputs) > 1 and node.inputs[1] else None
+    hi = float(b.constant(node, 2, "max")) if len(node.inputs) > 2 and node.inputs[2] else None
+    if lo is not None and hi is not None and lo >= hi:
+        raise _unsupported(node, b.opset, "has min >= max")
+    masks = []
+    if lo is not None:
+        masks.append(b.op("Greater", [y, b.const(lo)]))
+    if hi is not None:
+        masks.append(b.op("Less", [y, b.const(hi)]))
+    if not masks:
+        return (gouts[0],) + (None,) * (len(node.inputs) - 1)
+    mask = masks[0] if len(masks) == 1 else b.op("And", masks)
+    return (b.masked(mask, gouts[0]),) + (None,) * (len(node.inputs) - 1)
+
+
+@emitter("Sigmoid")
+def sigmoid_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    y = node.outputs[0]
+    return (b.op("Mul", [b.op("Mul", [gouts[0], y]), b.op("Sub", [b.const(1.0), y])]),)
+
+
+@emitter("Tanh")
+def tanh_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    y = node.outputs[0]
+    return (b.op("Mul", [gouts[0], b.op("Sub", [b.const(1.0), b.op("Mul", [y, y])])]),)
+
+
+@emitter("HardSigmoid")
+def hard_sigmoid_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    y = node.outputs[0]
+    inside = b.op("And", [b.op("Greater", [y, b.const(0.0)]), b.op("Less", [y, b.const(1.0)])])
+    return (b.masked(inside, b.op("Mul", [gouts[0], b.const(float(node.attrs.get("alpha", 0.2)))])),)
+
+
+@emitter("HardSwish")
+def hard_swish_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """``x / 3 + 1 / 2`` on (-3, 3), 0 below, 1 from 3 on (as the numpy rule)."""
+    x = node.inputs[0]
+    slope = b.op("Add", [b.op("Mul", [x, b.const(1.0 / 3.0)]), b.const(0.5)])
+    inside = b.op("And", [b.op("Greater", [x, b.const(-3.0)]), b.op("Less", [x, b.const(3.0)])])
+    above = b.op("Cast", [b.op("GreaterOrEqual", [x, b.const(3.0)])], to=TensorProto.FLOAT)
+    return (b.op("Mul", [gouts[0], b.op("Where", [inside, slope, above])]),)
+
+
+@emitter("Add", "Sub", "Sum")
+def add_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    g, y_shape = gouts[0], b.shape(node.outputs[0])
+    out: list[str | None] = []
+    for k, name in enumerate(node.inputs):
+        if not b.needs(node, k) or g is None:
+            out.append(None)
+            continue
+        gk = b.unbroadcast(g, y_shape, b.shape(name))
+        out.append(b.op("Neg", [gk]) if node.op_type == "Sub" and k == 1 else gk)
+    return tuple(out)
+
+
+@emitter("Mul")
+def mul_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    g, y_shape = gouts[0], b.shape(node.outputs[0])
+    a, c = node.inputs
+    ga = b.unbroadcast(b.op("Mul", [g, c]), y_shape, b.shape(a)) if b.needs(node, 0) else None
+    gc = b.unbroadcast(b.op("Mul", [g, a]), y_shape, b.shape(c)) if b.needs(node, 1) else None
+    return (ga, gc)
+
+
+@emitter("Div")
+def div_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    g, y_shape = gouts[0], b.shape(node.outputs[0])
+    a, c = node.inputs
+    ga = b.unbroadcast(b.op("Div", [g, c]), y_shape, b.shape(a)) if b.needs(node, 0) else None
+    gc = None
+    if b.needs(node, 1):  # d(a/c)/dc = -y/c
+        gc = b.unbroadcast(b.op("Neg", [b.op("Div", [b.op("Mul", [g, node.outputs[0]]), c])]), y_shape, b.shape(c))
+    return (ga, gc)
+
+
+@emitter("BatchNormalization")
+def batch_norm_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """Inference mode: a per-channel scale ``scale / sqrt(var + eps)``, folded to a constant."""
+    if int(node.attrs.get("training_mode", 0)) or sum(1 for o in node.outputs if o) > 1:
+        raise _unsupported(node, b.opset, "is in training mode")
+    if any(b.needs(node, k) for k in range(1, 5)):
+        raise _unsupported(node, b.opset, "needs a gradient w.r.t. its statistics or affine parameters")
+    scale, var = b.constant(node, 1, "scale"), b.constant(node, 4, "variance")
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    rank = len(b.shape(node.inputs[0]))
+    factor = (scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)).reshape((-1,) + (1,) * (rank - 2))
+    return (b.op("Mul", [gouts[0], b.const(factor, "bn_scale")]), None, None, None, None)
+
+
+@emitter("MaxPool")
+def max_pool_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """Scatter-add each output's cotangent to its argmax: onnxruntime's ``Indices`` are flat over
+    the whole N*C*H*W tensor, so one ``ScatterElements(reduction="add")`` over the flattened
+    input accumulates where windows overlap."""
+    g = gouts[0]
+    if g is None:
+        return (None,)
+    if int(node.attrs.get("storage_order", 0)) != 0:
+        raise _unsupported(node, b.opset, "uses column-major storage_order")
+    x_shape = b.shape(node.inputs[0])
+    size = int(np.prod(x_shape))
+    zeros = b.op("ConstantOfShape", [b.const(np.array([size], dtype=np.int64), "size", np.int64)],
+                 value=numpy_helper.from_array(np.zeros(1, dtype=np.float32)))
+    index = b.reshape(node.outputs[1], [-1])
+    flat = b.op("ScatterElements", [zeros, index, b.reshape(g, [-1])], axis=0, reduction="add")
+    return (b.reshape(flat, x_shape),)
+
+
+@emitter("GlobalAveragePool")
+def global_average_pool_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    x_shape = b.shape(node.inputs[0])
+    scaled = b.op("Mul", [gouts[0], b.const(1.0 / float(np.prod(x_shape[2:])))])
+    return (b.op("Expand", [scaled, b.const(np.array(x_shape, dtype=np.int64), "shape", np.int64)]),)
+
+
+@emitter("AveragePool")
+def average_pool_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """A depthwise ``ConvTranspose`` with weights ``1 / window size``: exact when every window
+    counts the same (no padding, or ``count_include_pad``) and no window runs past the input."""
+    x_shape, y_shape = b.shape(node.inputs[0]), b.shape(node.outputs[0])
+    kernel = list(node.attrs["kernel_shape"])
+    nd = len(kernel)
+    pads = list(node.attrs.get("pads") or [0] * (2 * nd))
+    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or int(node.attrs.get("ceil_mode", 0)):
+        raise _unsupported(node, b.opset, "uses auto_pad or ceil_mode, which the compiled backward does not invert")
+    if any(pads) and not int(node.attrs.get("count_include_pad", 0)):
+        raise _unsupported(node, b.opset, "excludes padding from its counts, which the compiled backward does not invert")
+    if any(node.attrs.get("dilations") or [1] * nd) != 1 and (node.attrs.get("dilations") or [1]) != [1] * nd:
+        raise _unsupported(node, b.opset, "is dilated")
+    strides, pads, output_padding = _spatial_geometry(b, node, x_shape, y_shape, kernel, [1] * nd)
+    channels = x_shape[1]
+    w = np.full((channels, 1, *kernel), 1.0 / float(np.prod(kernel)), dtype=np.float32)
+    gx = b.op("ConvTranspose", [gouts[0], b.const(w, "avg_w")], group=channels, strides=strides, pads=pads,
+              kernel_shape=kernel, output_padding=output_padding)
+    return (gx,)
+
+
+@emitter("ReduceMean", "ReduceSum")
+def reduce_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """``g`` (divided by the count for the mean) broadcast back over the reduced axes."""
+    x_shape, y_shape = b.shape(node.inputs[0]), b.shape(node.outputs[0])
+    if len(node.inputs) > 1 and node.inputs[1]:
+        axes = [int(a) for a in np.asarray(b.constant(node, 1, "axes")).ravel()]
+    else:
+        axes = [int(a) for a in node.attrs.get("axes") or []]
+    if not axes:
+        if int(node.attrs.get("noop_with_empty_axes", 0)):
+            return (gouts[0],) + (None,) * (len(node.inputs) - 1)
+        axes = list(range(len(x_shape)))
+    axes = sorted(a % len(x_shape) for a in axes)
+    kept = tuple(1 if i in axes else d for i, d in enumerate(x_shape))
+    g = b.reshape(gouts[0], kept) if tuple(y_shape) != kept else gouts[0]
+    if node.op_type == "ReduceMean":
+        g = b.op("Mul", [g, b.const(1.0 / float(np.prod([x_shape[a] for a in axes])))])
+    gx = b.op("Expand", [g, b.const(np.array(x_shape, dtype=np.int64), "shape", np.int64)])
+    return (gx,) + (None,) * (len(node.inputs) - 1)
+
+
+@emitter("Concat")
+def concat_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    y_shape = b.shape(node.outputs[0])
+    axis = int(node.attrs["axis"]) % len(y_shape)
+    sizes = [b.shape(name)[axis] for name in node.inputs]
+    if len(node.inputs) == 1:
+        return (gouts[0],)
+    parts = b.op("Split", [gouts[0], b.const(np.array(sizes, dtype=np.int64), "split", np.int64)],
+                 n_out=len(sizes), axis=axis)
+    return tuple(p if b.needs(node, k) else None for k, p in enumerate(parts))
+
+
+@emitter("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout")
+def reshape_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    return (b.reshape(gouts[0], b.shape(node.inputs[0])),) + (None,) * (len(node.inputs) - 1)
+
+
+@emitter("Transpose")
+def transpose_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    rank = len(b.shape(node.inputs[0]))
+    perm = list(node.attrs.get("perm") or reversed(range(rank)))
+    return (b.op("Transpose", [gouts[0]], perm=[int(i) for i in np.argsort(perm)]),)
+
+
+@emitter("Gemm")
+def gemm_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """``Y = alpha A' B' + beta C``; the input gradient ``alpha g B'^T`` (transposed back for transA)."""
+    g = gouts[0]
+    if b.needs(node, 1):
+        raise _unsupported(node, b.opset, "needs a gradient w.r.t. its B matrix")
+    alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+    trans_a, trans_b = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
+    bm = node.inputs[1]
+    ga = None
+    if b.needs(node, 0):
+        if trans_a:
+            ga = b.op("Gemm", [bm, g], alpha=alpha, transA=trans_b, transB=1)
+        else:
+            ga = b.op("Gemm", [g, bm], alpha=alpha, transA=0, transB=1 - trans_b)
+    out: list[str | None] = [ga, None]
+    if len(node.inputs) > 2:
+        gc = None
+        if b.needs(node, 2):
+            gc = b.unbroadcast(b.op("Mul", [g, b.const(beta)]), b.shape(node.outputs[0]), b.shape(node.inputs[2]))
+        out.append(gc)
+    return tuple(out)
+
+
+@emitter("MatMul")
+def matmul_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    g, y_shape = gouts[0], b.shape(node.outputs[0])
+    a, c = node.inputs
+    sa, sc = b.shape(a), b.shape(c)
+    if len(sa) < 2 or len(sc) < 2:
+        raise _unsupported(node, b.opset, "has a 1-D operand")
+
+    def t(name: str, rank: int) -> str:
+        return b.op("Transpose", [name], perm=list(range(rank - 2)) + [rank - 1, rank - 2])
+
+    ga = b.unbroadcast(b.op("MatMul", [g, t(c, len(sc))]), y_shape[:-2] + sa[-2:], sa) if b.needs(node, 0) else None
+    gc = b.unbroadcast(b.op("MatMul", [t(a, len(sa)), g]), y_shape[:-2] + sc[-2:], sc) if b.needs(node, 1) else None
+    return (ga, gc)
+
+
+@emitter("Softmax")
+def softmax_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """Softmax-13 (models below opset 13 are rewritten to Flatten-Softmax-Reshape first)."""
+    y, g = node.outputs[0], gouts[0]
+    axis = int(node.attrs.get("axis", -1))
+    dot = b.op("ReduceSum", [b.op("Mul", [g, y]), b.const(np.array([axis], dtype=np.int64), "axes", np.int64)],
+               keepdims=1)
+    return (b.op("Mul", [y, b.op("Sub", [g, dot])]),)
+
+
+# ------------------------------------------------------------------- upgrading older opsets
+
+#: Ops whose versions between opset 9 and 16 differ only in types or in defaults that keep the
+#: float inference semantics (checked against the onnx operator changelog).

@@ -1,0 +1,163 @@
+"""The compiled onnxruntime backward against the numpy engine (the reference): same gradients on
+the hand-built models, MobileNet-V2 and the light ResNet-50; overlapping MaxPool windows
+accumulate; an op without an emitter is refused by name so callers can fall back."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnxviz.backends.ortgrad import EMITTERS, OrtGradBackend
+
+from onnxviz.errors import UnsupportedOpError
+from onnxviz.model import Model
+from tests import models
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from zoo import mobilenet_v2
+
+SMALL: dict[str, tuple[Callable[[], onnx.ModelProto], tuple[int, ...]]] = {
+    "tiny_cnn": (models.tiny_cnn, (2, 3, 32, 32)),
+    "tiny_cnn_opset9": (lambda: models.tiny_cnn(opset=9), (2, 3, 32, 32)),
+    "dynamic_spatial": (models.dynamic_spatial, (2, 3, 21, 30)),
+    "tf2onnx_nhwc": (models.tf2onnx_nhwc, ()),
+    "paddle_style_constants": (models.paddle_style_constants, ()),
+    "two_input_model": (models.two_input_model, ()),
+    "non_image_mlp": (models.non_image_mlp, ()),
+}
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)  # light ResNet-50 gradients reach 1e16
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def feeds_for(m: Model, shape: tuple[int, ...], seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for t in m.inputs:
+        dims = shape or tuple(d if isinstance(d, int) and d > 0 else (2 if k == 0 else 24) for k, d in enumerate(t.shape))
+        out[t.name] = rng.standard_normal(dims).astype(np.float32)
+    return out
+
+
+def compare(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], seed_tensor: str | None = None,
+            *, reference_dtype: type = np.float32, tol: float = 1e-4) -> None:
+    m = Model.from_proto(proto)
+    out = seed_tensor or m.outputs[0].name
+    value = m.engine.run(feeds, [out])[out]
+    seed = np.random.default_rng(1).standard_normal(value.shape).astype(np.float32)
+    wrt = list(m.graph.input_names)
+    ref = m.value_and_grad({k: v.astype(reference_dtype) for k, v in feeds.items()},
+                           {out: seed.astype(reference_dtype)}, wrt, dtype=reference_dtype)
+    got = OrtGradBackend(m.graph, proto).value_and_grad(feeds, {out: seed}, wrt)
+    assert rel(got.values[out], ref.values[out]) < 1e-5
+    for w in wrt:
+        assert got.grads[w].dtype == np.float32 and got.grads[w].shape == feeds[w].shape
+        assert rel(got.grads[w], ref.grads[w]) < tol, w
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_gradient_matches_numpy_engine(name: str) -> None:
+    builder, shape = SMALL[name]
+    proto = builder()
+    compare(proto, feeds_for(Model.from_proto(proto), shape))
+
+
+def test_light_resnet50_matches_numpy_engine() -> None:
+    """Seeded before the softmax: with the light model's constant classifier weights every class
+    gets the same logit, and a cotangent through the softmax then cancels to rounding noise."""
+    path = next(p for p in models.light_model_paths() if p.stem == "light_resnet50")
+    proto = onnx.load(path)
+    m = Model.from_proto(proto)
+    logits = next(n for n in m.graph.nodes if n.op_type == "Softmax").inputs[0]
+    x = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
+    compare(proto, {m.inputs[0].name: x}, logits)
+
+
+def test_mobilenet_v2_matches_float64_reference() -> None:
+    """Against the float64 numpy engine: the float32 engines differ from each other by more than
+    from it, because a few ReLU6 masks flip on rounding (numpy float32: 2e-3 off float64)."""
+    proto = mobilenet_v2()
+    x = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
+    compare(proto, {"input": x}, reference_dtype=np.float64, tol=1e-4)
+
+
+def _max_pool_model(**attrs: object) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("MaxPool", ["x"], ["y"], **attrs)], "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2, None, None])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_overlapping_max_pool_windows_accumulate() -> None:
+    """Each 3x3 image has its maximum in the centre, which all four 2x2 stride-1 windows pick: its
+    gradient is the sum of the four cotangents. Batch and channel differ in the seeds, so indices
+    that were per image instead of flat over N*C*H*W would show."""
+    x = np.arange(36, dtype=np.float32).reshape(2, 2, 3, 3) * 0.01
+    x[:, :, 1, 1] = 10.0 + np.arange(4, dtype=np.float32).reshape(2, 2)
+    seed = np.arange(1, 17, dtype=np.float32).reshape(2, 2, 2, 2)
+    proto = _max_pool_model(kernel_shape=[2, 2], strides=[1, 1])
+    m = Model.from_proto(proto)
+    got = OrtGradBackend(m.graph, proto).value_and_grad({"x": x}, {"y": seed}, ["x"]).grads["x"]
+    expected = np.zeros_like(x)
+    expected[:, :, 1, 1] = seed.sum(axis=(2, 3))
+    np.testing.assert_array_equal(got, expected)
+    ref = m.value_and_grad({"x": x}, {"y": seed}, ["x"]).grads["x"]
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_padded_strided_max_pool_matches_numpy_engine() -> None:
+    proto = _max_pool_model(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    x = np.random.default_rng(3).standard_normal((2, 2, 3, 3)).astype(np.float32)
+    compare(proto, {"x": x})
+
+
+def test_old_softmax_is_upgraded_exactly() -> None:
+    """Softmax-11 on a [2, 3, 4] tensor normalizes over the last two axes together (2-D coercion)."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Softmax", ["h"], ["y"], axis=1)],
+        "softmax11", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])], initializer=[w],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    compare(proto, {"x": np.random.default_rng(2).standard_normal((2, 3, 4)).astype(np.float32)})
+
+
+def test_intermediate_wrt_values_and_function_seeds() -> None:
+    proto = models.tiny_cnn()
+    m = Model.from_proto(proto)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+
+    def seed(v: np.ndarray) -> np.ndarray:
+        s = np.zeros_like(v)
+        s[:, 3] = 1
+        return s
+
+    ref = m.value_and_grad({"input": x}, {"logits": seed}, ["input", "relu1"], values=["pool1"])
+    got = OrtGradBackend(m.graph, proto).value_and_grad({"input": x}, {"logits": seed}, ["input", "relu1"],
+                                                       values=["pool1"])
+    for name in ("input", "relu1"):
+        assert rel(got.grads[name], ref.grads[name]) < 1e-5
+    np.testing.assert_allclose(got.values["pool1"], ref.values["pool1"], rtol=1e-5, atol=1e-6)
+    assert set(got.values) == {"logits", "pool1"}
+
+
+def test_op_without_emitter_is_refused_by_node() -> None:
+    assert "Shrink" not in EMITTERS
+    proto = models.tiny_cnn_with_unsupported_op()
+    m = Model.from_proto(proto)
+    x = np.zeros((1, 3, 32, 32), dtype=np.float32)
+    with pytest.raises(UnsupportedOpError) as info:
+        OrtGradBackend(m.graph, proto).value_and_grad({"input": x}, {"logits": np.ones((1, 10), np.float32)},
+                                                      ["input"])
+    assert info.value.node == "the_shrink" and info.value.op_type == "Shrink"
+    assert "numpy" in (info.value.hint or "")
