@@ -52,6 +52,15 @@ class TargetSpec:
     output: str
     classes: np.ndarray
     cotangent: np.ndarray | None = None
+    #: The output's shape without the batch axis (known once the target is resolved), so that
+    #: seeds can be built as arrays without evaluating the output first.
+    sample_shape: tuple[int, ...] | None = None
+
+    def seed_array(self, rows: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray | None:
+        """The seed for a batch made of the original samples ``rows``, or None if the shape is unknown."""
+        if self.sample_shape is None:
+            return None
+        return self.seed(np.zeros((len(rows), *self.sample_shape), dtype=dtype), rows)
 
     def seed(self, value: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """The cotangent for ``value`` (a batch whose sample ``i`` belongs to original sample ``rows[i]``)."""
@@ -92,8 +101,11 @@ def resolve_target(
                 f"target cotangent shape {list(target.shape)} does not match output {out!r} {list(value.shape)}",
                 hint="give an array of the output's shape (zeros except the element or region to explain)",
             )
-        return TargetSpec(out, np.full(value.shape[0], -1, np.int64), target.astype(np.float64)), value
-    return TargetSpec(out, resolve_classes(value, target, name=out)), value
+        return (
+            TargetSpec(out, np.full(value.shape[0], -1, np.int64), target.astype(np.float64), value.shape[1:]),
+            value,
+        )
+    return TargetSpec(out, resolve_classes(value, target, name=out), None, value.shape[1:]), value
 
 
 def is_probability(value: np.ndarray) -> bool:

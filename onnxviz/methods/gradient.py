@@ -113,8 +113,17 @@ class GradientMethod(Method):
                 s = target.seed(value, idx)
                 return s * w.reshape((-1,) + (1,) * (value.ndim - 1)).astype(value.dtype)
 
-            result = model.engine.value_and_grad(
-                chunk, {target.output: seed}, (input_name,), dtype=dtype, rules=rules, forward=self.forward
+            # An array seed when the output shape is known (no extra forward to evaluate it).
+            fixed = target.seed_array(idx, dtype)
+            if fixed is not None:
+                fixed = fixed * w.reshape((-1,) + (1,) * (fixed.ndim - 1)).astype(dtype)
+            result = model.value_and_grad(
+                chunk,
+                {target.output: seed if fixed is None else fixed},
+                (input_name,),
+                dtype=dtype,
+                rules=rules,
+                forward=self.forward,
             )
             yield idx, result.grads[input_name], target.score(result.values[target.output], idx)
 
