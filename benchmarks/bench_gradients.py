@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
             ort = timed(lambda: model.run(feeds), args.repeat)
             np_fwd = timed(lambda: model.engine.run(feeds), args.repeat)
-            grad = lambda: model.value_and_grad(feeds, {out: seed}, [inp])  # noqa: E731
+            grad = lambda: model.value_and_grad(feeds, {out: seed}, [inp], engine="numpy")  # noqa: E731
             np_grad = timed(grad, args.repeat)
             hybrid = timed(lambda: model.value_and_grad(feeds, {out: seed}, [inp], forward="onnxruntime"), args.repeat)
             torch_t = float("nan")
