@@ -51,7 +51,7 @@ def test_report_on_exporter_patterns(name: str, tmp_path: Path) -> None:
     onnx.save(BUILDERS[name](), path)
     img1, img2 = _image(tmp_path, "a.png"), _image(tmp_path, "b.png", seed=1)
     html = _report(tmp_path, path, str(img1), str(img2), extra=("--featurevis", "none"))
-    assert 'id="kernels"' in html and 'id="feature-maps"' in html or 'id="feature_maps"' in html
+    assert 'id="kernels"' in html and 'id="feature-maps"' in html and 'id="attributions"' in html
     assert "<script>alert(1)" not in html
     if name.startswith("quantized"):
         assert "dequantized" in html  # quantized weights are shown dequantized, and labelled so
