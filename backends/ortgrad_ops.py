@@ -151,8 +151,10 @@ def _spatial_geometry(b: GraphBuilder, node: Node, x_shape: Sequence[int], y_sha
 
 @emitter("Conv")
 def conv_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
-    """Input gradient only: ``ConvTranspose`` with the same weights, group, strides, dilations and
-    pads, and the ``output_padding`` that restores X's size (the rows a strided conv never read)."""
+    """Input gradient only: for stride 1 and constant weights, a ``Conv`` of the cotangent with the
+    flipped, channel-swapped kernel; otherwise ``ConvTranspose`` with the same weights, group,
+    strides, dilations and pads, and the ``output_padding`` that restores X's size (the rows a
+    strided conv never read)."""
     (g,) = gouts[:1]
     if b.needs(node, 1) or b.needs(node, 2):
         raise _unsupported(node, b.opset, "needs a weight or bias gradient, which the compiled backward lacks")
@@ -164,8 +166,21 @@ def conv_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     kernel = list(node.attrs.get("kernel_shape") or w_shape[2:])
     dilations = list(node.attrs.get("dilations") or [1] * nd)
     strides, pads, output_padding = _spatial_geometry(b, node, b.shape(x), b.shape(node.outputs[0]), kernel, dilations)
-    gx = b.op("ConvTranspose", [g, w], group=int(node.attrs.get("group", 1)), strides=strides, pads=pads,
-              dilations=dilations, kernel_shape=kernel, output_padding=output_padding)
+    group = int(node.attrs.get("group", 1))
+    back_pads = [dilations[i % nd] * (kernel[i % nd] - 1) - p for i, p in enumerate(pads)]
+    if all(s == 1 for s in strides) and min(back_pads) >= 0 and w in b.consts:
+        # Stride 1: the input gradient is a correlation of G with the flipped kernel, in and out
+        # channels swapped per group, and pads d*(k-1) - p. onnxruntime's Conv kernels (its
+        # depthwise ones above all) are several times faster than its ConvTranspose.
+        wt = np.asarray(b.consts[w])
+        m, cg = wt.shape[:2]
+        wt = wt.reshape(group, m // group, cg, *wt.shape[2:]).swapaxes(1, 2).reshape(cg * group, m // group, *wt.shape[2:])
+        wt = np.ascontiguousarray(wt[(slice(None), slice(None)) + (slice(None, None, -1),) * nd])
+        gx = b.op("Conv", [g, b.const(wt, "w_flip", wt.dtype)], group=group, pads=back_pads,
+                  dilations=dilations, kernel_shape=kernel)
+    else:
+        gx = b.op("ConvTranspose", [g, w], group=group, strides=strides, pads=pads,
+                  dilations=dilations, kernel_shape=kernel, output_padding=output_padding)
     return (gx,) + (None,) * (len(node.inputs) - 1)
 
 

@@ -120,6 +120,38 @@ def test_padded_strided_max_pool_matches_numpy_engine() -> None:
     compare(proto, {"x": x})
 
 
+CONV_GEOMETRIES: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, object]]] = {
+    # name: (x shape, w shape, attributes); stride-1 cases take the flipped-kernel Conv path,
+    # the others ConvTranspose
+    "3x3-pad1": ((2, 4, 9, 11), (6, 4, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "1x1": ((2, 8, 7, 7), (5, 8, 1, 1), {}),
+    "asym-pads": ((2, 3, 8, 9), (4, 3, 3, 2), {"pads": [0, 2, 1, 0]}),
+    "dilated": ((1, 3, 12, 12), (4, 3, 3, 3), {"dilations": [2, 3], "pads": [2, 1, 1, 3]}),
+    "grouped": ((2, 6, 8, 8), (9, 2, 3, 3), {"group": 3, "pads": [1, 1, 1, 1]}),
+    "depthwise": ((2, 8, 10, 10), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),
+    "depthwise-x2": ((1, 4, 9, 9), (8, 1, 5, 5), {"group": 4, "pads": [2, 2, 2, 2]}),
+    "same-lower": ((1, 3, 8, 7), (4, 3, 4, 4), {"auto_pad": "SAME_LOWER"}),
+    "pads-beyond-kernel": ((1, 2, 6, 6), (3, 2, 3, 3), {"pads": [3, 0, 0, 3]}),
+    "1d": ((2, 3, 17), (5, 3, 5), {"pads": [2, 1]}),
+    "strided": ((2, 4, 11, 10), (6, 4, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "strided-depthwise": ((1, 6, 9, 9), (6, 1, 3, 3), {"group": 6, "strides": [2, 1], "pads": [1, 1, 1, 1]}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONV_GEOMETRIES))
+def test_conv_input_gradient_geometries(name: str) -> None:
+    x_shape, w_shape, attrs = CONV_GEOMETRIES[name]
+    rng = np.random.default_rng(5)
+    w = numpy_helper.from_array(rng.standard_normal(w_shape).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], **attrs)], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * len(x_shape))], initializer=[w],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    compare(proto, {"x": rng.standard_normal(x_shape).astype(np.float32)}, reference_dtype=np.float64, tol=1e-5)
+
+
 def test_old_softmax_is_upgraded_exactly() -> None:
     """Softmax-11 on a [2, 3, 4] tensor normalizes over the last two axes together (2-D coercion)."""
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "w")
