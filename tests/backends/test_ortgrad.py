@@ -81,11 +81,42 @@ def test_light_resnet50_matches_numpy_engine() -> None:
 
 
 def test_mobilenet_v2_matches_float64_reference() -> None:
-    """Against the float64 numpy engine: the float32 engines differ from each other by more than
-    from it, because a few ReLU6 masks flip on rounding (numpy float32: 2e-3 off float64)."""
+    """Against the float64 numpy engine, within float32's own reach on this model: onnxruntime's
+    NCHWc convolutions sum in another order and flip the ReLU6 mask of a unit or two sitting
+    within rounding of a bound (measured on this input: compiled 4.7e-3, numpy float32 2.1e-3,
+    PyTorch float32 1.5e-2 off float64). A wrong rule lands far above 2e-2."""
     proto = mobilenet_v2()
     x = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
-    compare(proto, {"input": x}, reference_dtype=np.float64, tol=1e-4)
+    compare(proto, {"input": x}, reference_dtype=np.float64, tol=2e-2)
+
+
+@pytest.mark.parametrize("bounds", [(0.0, 6.0), (-1.0, 1.0), (0.5, None), (None, 0.25), (-3.4e38, 2.0), (None, None)])
+def test_clip_and_relu_masks(bounds: tuple[float | None, float | None]) -> None:
+    """Conv -> Clip -> Relu -> Conv; inputs keep every unit away from the bounds."""
+    rng = np.random.default_rng(4)
+    lo, hi = bounds
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((2, 4, 1, 1)).astype(np.float32), "w2")]
+    clip_inputs = ["c"]
+    for name, v in (("lo", lo), ("hi", hi)):
+        if v is not None:
+            inits.append(numpy_helper.from_array(np.array(v, np.float32), name))
+        clip_inputs.append(name if v is not None else "")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["c"]), helper.make_node("Clip", clip_inputs, ["k"]),
+         helper.make_node("Relu", ["k"], ["r"]), helper.make_node("Conv", ["r", "w2"], ["y"])],
+        "clip", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2, 6, 6])], initializer=inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    m = Model.from_proto(proto)
+    for seed in range(50):  # an input whose pre-activations all sit 1e-3 or more from every kink
+        x = np.random.default_rng(seed).standard_normal((2, 3, 8, 8)).astype(np.float32)
+        c = m.run({"x": x}, taps=["c"])["c"]
+        kinks = [0.0] + [v for v in bounds if v is not None and abs(v) < 1e3]
+        if min(np.abs(c - k).min() for k in kinks) > 1e-3:
+            break
+    compare(proto, {"x": x}, reference_dtype=np.float64, tol=1e-5)
 
 
 def _max_pool_model(**attrs: object) -> onnx.ModelProto:
@@ -121,8 +152,8 @@ def test_padded_strided_max_pool_matches_numpy_engine() -> None:
 
 
 CONV_GEOMETRIES: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, object]]] = {
-    # name: (x shape, w shape, attributes); stride-1 cases take the flipped-kernel Conv path,
-    # the others ConvTranspose
+    # name: (x shape, w shape, attributes); stride-1 and strided depthwise cases take the
+    # flipped-kernel Conv path, the other strided ones ConvTranspose
     "3x3-pad1": ((2, 4, 9, 11), (6, 4, 3, 3), {"pads": [1, 1, 1, 1]}),
     "1x1": ((2, 8, 7, 7), (5, 8, 1, 1), {}),
     "asym-pads": ((2, 3, 8, 9), (4, 3, 3, 2), {"pads": [0, 2, 1, 0]}),
@@ -135,6 +166,11 @@ CONV_GEOMETRIES: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, obj
     "1d": ((2, 3, 17), (5, 3, 5), {"pads": [2, 1]}),
     "strided": ((2, 4, 11, 10), (6, 4, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
     "strided-depthwise": ((1, 6, 9, 9), (6, 1, 3, 3), {"group": 6, "strides": [2, 1], "pads": [1, 1, 1, 1]}),
+    "strided-depthwise-even": ((2, 4, 10, 10), (4, 1, 3, 3), {"group": 4, "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "strided-depthwise-same": ((1, 4, 11, 8), (8, 1, 5, 5), {"group": 4, "strides": [3, 2], "auto_pad": "SAME_UPPER"}),
+    "strided-depthwise-dilated": ((1, 3, 13, 12), (3, 1, 3, 3), {"group": 3, "strides": [2, 2], "dilations": [2, 1]}),
+    "strided-depthwise-big-pads": ((1, 2, 7, 7), (2, 1, 3, 3), {"group": 2, "strides": [2, 2], "pads": [3, 0, 0, 3]}),
+    "strided-depthwise-1d": ((2, 5, 15), (5, 1, 4), {"group": 5, "strides": [3], "pads": [1, 2]}),
 }
 
 
