@@ -230,6 +230,43 @@ class Model:
             t.shape is not None and len(t.shape) > 0 and t.shape[0] == 1 for t in self.inputs
         )
 
+    @cached_property
+    def batch_free(self) -> Model | None:
+        """This model with its fixed batch of 1 freed (:mod:`onnxviz.batching`), when the rewrite
+        applies and reproduces the original on two samples at once; ``None`` otherwise
+        (including for a model whose batch is already free)."""
+        from .batching import free_batch, verify_free_batch
+
+        if not self.fixed_batch:
+            return None
+        k = 1
+        proto = free_batch(self.proto, self.graph, k)
+        if proto is None:
+            return None
+        free = Model(proto, path=self.path)
+        if not verify_free_batch(self.graph, lambda f: self.ort.run(f), lambda f: free.ort.run(f), k):
+            return None
+        return free
+
+    @property
+    def fixed_batch_declared(self) -> int | None:
+        """The batch size every input declares as the same fixed number, else ``None``."""
+        sizes = {t.shape[0] if t.shape else None for t in self.inputs}
+        k = sizes.pop() if len(sizes) == 1 else None
+        return k if isinstance(k, int) and k > 0 else None
+
+    @cached_property
+    def batch_limit(self) -> int | None:
+        """The batch size calls must be split into, or ``None`` when any batch runs in one call.
+
+        A model that declares a fixed batch of 1 gets its batch axis freed when that is verified
+        to give the same outputs (most exports only hard-code it in Reshape targets); its batches
+        then run whole, through a rewritten copy (:meth:`run`, :meth:`value_and_grad`).
+        """
+        if self.batch_free is not None:
+            return None
+        return self.fixed_batch_declared
+
     def _batch_size(self, feeds: Mapping[str, np.ndarray]) -> int:
         sizes = {v.shape[0] for v in feeds.values() if v.ndim}
         if len(sizes) > 1:
@@ -246,7 +283,23 @@ class Model:
         n = self._batch_size(feeds)
         if not self.fixed_batch or n == 1:
             return self.ort.run(feeds, taps)
+        if self.batch_free is not None:
+            return self.batch_free.run(feeds, taps)
         parts = [self.ort.run({k: v[i : i + 1] for k, v in feeds.items()}, taps) for i in range(n)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def evaluate(
+        self, inputs: np.ndarray | Mapping[str, np.ndarray], names: Sequence[str], *, dtype: Any = np.float32
+    ) -> dict[str, np.ndarray]:
+        """Values of tensors ``names`` from the numpy engine (float32 or float64; only the part of
+        the graph they need runs), whole batches handled as :meth:`run` does."""
+        feeds = self.feeds(inputs)
+        n = self._batch_size(feeds)
+        if not self.fixed_batch or n == 1:
+            return self.engine.run(feeds, list(names), dtype=dtype)
+        if self.batch_free is not None:
+            return self.batch_free.evaluate(feeds, names, dtype=dtype)
+        parts = [self.engine.run({k: v[i : i + 1] for k, v in feeds.items()}, list(names), dtype=dtype) for i in range(n)]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     @cached_property
@@ -327,6 +380,9 @@ class Model:
 
         if not self.fixed_batch or n == 1:
             return one(feeds, seeds)
+        if self.batch_free is not None:
+            return self.batch_free.value_and_grad(feeds, seeds, wrt, values=values, dtype=dtype, rules=rules,
+                                             forward=forward, engine=engine)
         results = []
         for i in range(n):
             sample_seeds = {

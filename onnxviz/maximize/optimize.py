@@ -248,7 +248,7 @@ class Evaluator:
                 )
                 gx = res.grads[self.input_name]
             else:
-                vals = self.model.engine.run(self.model.feeds({self.input_name: x}), names, dtype=self.dtype)
+                vals = self.model.evaluate({self.input_name: x}, names, dtype=self.dtype)
                 for name in names:
                     seed_for(name)(vals[name])
             for name in names:

@@ -186,11 +186,9 @@ def take_rows(feeds: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np
 
 
 def fixed_batch(model: Model) -> int | None:
-    """The batch size a model declares as a fixed number (e.g. 1 in old model-zoo exports)."""
-    shape = model.inputs[0].shape
-    if shape and isinstance(shape[0], int) and shape[0] > 0:
-        return shape[0]
-    return None
+    """The batch size a model's passes must be split into (e.g. 1 in old model-zoo exports whose
+    batch axis could not be freed, :attr:`Model.batch_limit`), else ``None``."""
+    return model.batch_limit
 
 
 def run_output(model: Model, feeds: Mapping[str, np.ndarray], output: str) -> np.ndarray:

@@ -485,7 +485,7 @@ def ablation_model(model: Model, layer: str, channels: int, dtype: np.dtype) -> 
     any consumer sees it, so channels can be ablated in onnxruntime, many samples per run.
     Returns the model and the name of the mask input."""
     proto = onnx.ModelProto()
-    proto.CopyFrom(model.proto)
+    proto.CopyFrom((model.batch_free or model).proto)
     g = proto.graph
     mask, masked = f"{layer}__onnxviz_channel_mask", f"{layer}__onnxviz_ablated"
     for node in g.node:

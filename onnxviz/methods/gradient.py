@@ -102,7 +102,7 @@ class GradientMethod(Method):
         chunks of exactly that size (rows are a multiple of it: N equals it, rows are N x steps).
         """
         dtype = np.dtype(self.dtype)
-        size = _fixed_batch(model, input_name) or self.batch_size
+        size = model.batch_limit or self.batch_size
         for sl in chunks(len(sample_of), size):
             idx = sample_of[sl]
             x = np.asarray(build(sl), dtype=dtype)
@@ -149,7 +149,7 @@ class GradientMethod(Method):
 
     def _scores(self, model: Model, feeds: Mapping[str, np.ndarray], target: TargetSpec) -> np.ndarray:
         """Target scores of the unmodified inputs (numpy forward in the method's dtype)."""
-        value = model.engine.run(feeds, [target.output], dtype=np.dtype(self.dtype))[target.output]
+        value = model.evaluate(feeds, [target.output], dtype=np.dtype(self.dtype))[target.output]
         return target.score(value)
 
     # ---------------------------------------------------------------- result
@@ -179,14 +179,6 @@ class GradientMethod(Method):
             params=self.params,
             trust=dict(trust or {}),
         )
-
-
-def _fixed_batch(model: Model, input_name: str) -> int | None:
-    """The declared batch size when the input's axis 0 is a fixed number, else ``None``."""
-    shape = model.input(input_name).shape
-    if shape and isinstance(shape[0], int) and shape[0] > 0:
-        return int(shape[0])
-    return None
 
 
 def _maps(attr: np.ndarray, axis: int, how: str) -> np.ndarray:

@@ -1,0 +1,116 @@
+"""Freeing a fixed batch of 1 (onnxviz.batching): the rewrite, its verification, and that a
+freed model's batched runs and gradients equal its one-sample-at-a-time ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxviz.batching import BATCH_PARAM, free_batch
+from onnxviz.methods.registry import explain
+from onnxviz.model import Model
+from tests import models
+
+
+def _flatten_by_reshape(slice_batch: bool = False, allowzero: bool = False) -> onnx.ModelProto:
+    """input [1, 3, 8, 8] -> Conv -> Relu -> Reshape [1, -1] -> Gemm -> logits [1, 4]; with
+    ``slice_batch`` the logits are sliced to their first row (a batch the rewrite cannot see)."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([1, -1], np.int64), "flat_shape"),
+        numpy_helper.from_array(rng.standard_normal((4, 72)).astype(np.float32), "fc"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["conv"], name="conv"),
+        helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
+        helper.make_node("Reshape", ["relu", "flat_shape"], ["flat"], name="flat",
+                         **({"allowzero": 1} if allowzero else {})),
+        helper.make_node("Gemm", ["flat", "fc"], ["gemm"], name="gemm", transB=1),
+    ]
+    if slice_batch:
+        nodes.append(helper.make_node("Slice", ["gemm", "zero", "one", "zero"], ["logits"], name="first_row"))
+    else:
+        nodes.append(helper.make_node("Identity", ["gemm"], ["logits"], name="logits"))
+    graph = helper.make_graph(nodes, "fixed", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+def _per_sample(m: Model, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([m.ort.run({"input": x[i : i + 1]})["logits"] for i in range(len(x))])
+
+
+def test_reshape_target_is_freed_and_names_kept() -> None:
+    proto = _flatten_by_reshape()
+    m = Model.from_proto(proto)
+    freed = free_batch(proto, m.graph, 1)
+    assert freed is not None
+    assert freed.graph.input[0].type.tensor_type.shape.dim[0].dim_param == BATCH_PARAM
+    assert freed.graph.output[0].type.tensor_type.shape.dim[0].dim_param == BATCH_PARAM
+    assert [n.name for n in freed.graph.node] == [n.name for n in proto.graph.node]
+    reshape = next(n for n in freed.graph.node if n.op_type == "Reshape")
+    target = next(t for t in freed.graph.initializer if t.name == reshape.input[1])
+    assert numpy_helper.to_array(target).tolist() == [0, -1]
+    assert numpy_helper.to_array(next(t for t in proto.graph.initializer if t.name == "flat_shape")).tolist() == [1, -1]
+    onnx.checker.check_model(freed)
+
+
+def test_freed_model_runs_batches_whole_with_the_same_numbers() -> None:
+    m = Model.from_proto(_flatten_by_reshape())
+    assert m.fixed_batch and m.batch_free is not None and m.batch_limit is None
+    x = np.random.default_rng(1).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    before = x.copy()
+    np.testing.assert_allclose(m.run(x)["logits"], _per_sample(m, x), rtol=1e-5, atol=1e-6)
+    taps = m.run(x, ["relu"])
+    assert taps["relu"].shape == (5, 2, 6, 6)
+    seed = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
+    got = m.value_and_grad({"input": x}, {"logits": seed}, ["input"]).grads["input"]
+    ref = np.concatenate([
+        m.value_and_grad({"input": x[i : i + 1]}, {"logits": seed[i : i + 1]}, ["input"]).grads["input"] for i in range(5)
+    ])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    got64 = m.value_and_grad({"input": x}, {"logits": seed}, ["input"], dtype=np.float64).grads["input"]
+    np.testing.assert_allclose(got64, ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize("kind", ["slice", "allowzero"])
+def test_batch_the_rewrite_cannot_free_stays_split(kind: str) -> None:
+    """A Slice of row 0 survives the rewrite, and a Reshape with allowzero is not rewritten: the
+    verification catches both and the model keeps running one sample at a time, with the right
+    numbers."""
+    m = Model.from_proto(_flatten_by_reshape(slice_batch=kind == "slice", allowzero=kind == "allowzero"))
+    assert m.batch_free is None and m.batch_limit == 1
+    x = np.random.default_rng(3).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(m.run(x)["logits"], _per_sample(m, x), rtol=1e-6)
+
+
+def test_dynamic_batch_model_is_left_alone() -> None:
+    m = Model.from_proto(models.tiny_cnn())
+    assert m.batch_free is None and m.batch_limit is None and not m.fixed_batch
+    m1 = Model.from_proto(models.tiny_cnn(batch=1))
+    assert m1.batch_free is not None and m1.batch_limit is None
+
+
+@pytest.mark.parametrize("path", models.light_model_paths(), ids=lambda p: p.stem)
+def test_light_models_are_freed(path: object) -> None:
+    """Every light model in the onnx wheel declares a batch of 1; all of them free (verified)."""
+    m = Model.from_proto(onnx.load(path))
+    assert m.fixed_batch
+    assert m.batch_limit is None
+
+
+def test_methods_on_a_freed_model_match_per_sample() -> None:
+    """Integrated gradients over a batch of 3 equal the per-sample results (IG rows of all samples
+    now share passes)."""
+    m = Model.from_proto(_flatten_by_reshape())
+    x = np.random.default_rng(4).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    whole = explain(m, x, method="integrated_gradients", target=2, steps=8)
+    for i in range(3):
+        one = explain(m, x[i : i + 1], method="integrated_gradients", target=2, steps=8)
+        np.testing.assert_allclose(whole.attributions[i], one.attributions[0], rtol=1e-4, atol=1e-6)
