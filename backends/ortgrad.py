@@ -361,6 +361,8 @@ class OrtGradBackend:
             for k, (name, gi) in enumerate(zip(n.inputs, gins)):
                 if gi is not None and b.needs(n, k):
                     contributions.setdefault(name, []).append(gi)
+        _enter_blocked_layout(b, {g: shapes[name] for name, parts in contributions.items() for g in parts
+                                  if name in shapes})
         grad_outputs = []
         for w in wrt:
             out = f"{w}__grad"
@@ -408,6 +410,43 @@ class OrtGradBackend:
             for name, v in zip(rest, sess.run(rest, dict(arrays))):
                 shapes[name] = tuple(v.shape)
         return shapes
+
+
+#: Backward ops onnxruntime's NCHWc layout transformer keeps in its blocked layout.
+_BLOCKED_OPS = frozenset({"Conv", "Mul", "Sum", "Add", "HardSigmoid", "Relu", "MaxPool", "AveragePool", "Concat"})
+_ELEMENTWISE = frozenset({"Mul", "Sum", "Add"})
+
+
+def _enter_blocked_layout(b: GraphBuilder, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Route 4-D gradients made by ops outside the NCHWc layout (``Expand`` of a global pool,
+    ``ConvTranspose``, ``ScatterElements``) that feed element-wise ops through a depthwise
+    identity 1x1 ``Conv``.
+
+    onnxruntime keeps an element-wise op in its blocked layout only when all its inputs are
+    blocked; one plain input (e.g. the gradient entering a ResNet's skip path) makes every
+    residual ``Sum`` downstream plain, with a layout reorder on each side of every conv. The
+    identity conv costs about one reorder and keeps the rest of the backward blocked.
+    """
+    producer = {o: n for n in b.nodes for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in b.nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    for name, shape in shapes.items():
+        node = producer.get(name)
+        if node is None or node.op_type in _BLOCKED_OPS or len(shape) != 4 or shape[1] < 8:
+            continue
+        users = consumers.get(name, [])
+        if not any(u.op_type in _ELEMENTWISE for u in users):
+            continue
+        ones = b.const(np.ones((shape[1], 1, 1, 1), np.float32), "ones")
+        blocked = b.fresh("blocked")
+        b.nodes.insert(b.nodes.index(node) + 1,
+                       helper.make_node("Conv", [name, ones], [blocked], name=blocked, group=shape[1]))
+        for u in users:
+            for k, i in enumerate(u.input):
+                if i == name:
+                    u.input[k] = blocked
 
 
 def _as_node(index: int, proto: onnx.NodeProto) -> Node:

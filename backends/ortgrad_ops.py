@@ -184,10 +184,28 @@ def conv_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     return (gx,) + (None,) * (len(node.inputs) - 1)
 
 
+def _step(b: GraphBuilder, y: str, bound: float, above: bool) -> str:
+    """The 0/1 mask ``Y > bound`` (``above``) or ``Y < bound`` as one ``HardSigmoid``:
+    ``clip(a * Y + c, 0, 1)`` with ``a = ±2**k`` and ``c = ∓bound * 2**k``.
+
+    With a power of two and ``|bound| * 2**k < 2**127`` both products are exact, so the sum is
+    zero exactly at the bound and has the sign of ``Y - bound`` elsewhere; ``k`` is large enough
+    that one ulp of the bound times ``2**k`` is far above 1, so the mask is exactly 0 or 1 (for a
+    zero bound: 1 for every normal ``Y > 0``, a fraction for subnormals below ``2**-126``).
+    Unlike a comparison and a cast, ``HardSigmoid`` and the ``Mul`` that applies the mask run in
+    onnxruntime's blocked NCHWc layout, which saves two layout reorders per activation.
+    """
+    exponent = 0 if bound == 0 else int(np.frexp(np.float32(abs(bound)))[1])
+    k = min(126, 126 - exponent)
+    scale = float(np.ldexp(1.0, k))
+    alpha = scale if above else -scale
+    return b.op("HardSigmoid", [y], alpha=alpha, beta=float(-alpha * np.float32(bound)))
+
+
 @emitter("Relu")
 def relu_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
-    y = node.outputs[0]
-    return (b.masked(b.op("Greater", [y, b.const(0.0)]), gouts[0]),)
+    """``G * (Y > 0)``, the mask as a :func:`_step` of the output."""
+    return (b.op("Mul", [gouts[0], _step(b, node.outputs[0], 0.0, above=True)]),)
 
 
 @emitter("LeakyRelu")
@@ -214,15 +232,12 @@ def clip_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     hi = float(b.constant(node, 2, "max")) if len(node.inputs) > 2 and node.inputs[2] else None
     if lo is not None and hi is not None and lo >= hi:
         raise _unsupported(node, b.opset, "has min >= max")
-    masks = []
+    g = gouts[0]
     if lo is not None:
-        masks.append(b.op("Greater", [y, b.const(lo)]))
+        g = b.op("Mul", [g, _step(b, y, lo, above=True)])
     if hi is not None:
-        masks.append(b.op("Less", [y, b.const(hi)]))
-    if not masks:
-        return (gouts[0],) + (None,) * (len(node.inputs) - 1)
-    mask = masks[0] if len(masks) == 1 else b.op("And", masks)
-    return (b.masked(mask, gouts[0]),) + (None,) * (len(node.inputs) - 1)
+        g = b.op("Mul", [g, _step(b, y, hi, above=False)])
+    return (g,) + (None,) * (len(node.inputs) - 1)
 
 
 @emitter("Sigmoid")

@@ -152,8 +152,8 @@ def test_padded_strided_max_pool_matches_numpy_engine() -> None:
 
 
 CONV_GEOMETRIES: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, object]]] = {
-    # name: (x shape, w shape, attributes); stride-1 and strided depthwise cases take the
-    # flipped-kernel Conv path, the other strided ones ConvTranspose
+    # name: (x shape, w shape, attributes); stride-1 cases take the flipped-kernel Conv path,
+    # strided ones ConvTranspose
     "3x3-pad1": ((2, 4, 9, 11), (6, 4, 3, 3), {"pads": [1, 1, 1, 1]}),
     "1x1": ((2, 8, 7, 7), (5, 8, 1, 1), {}),
     "asym-pads": ((2, 3, 8, 9), (4, 3, 3, 2), {"pads": [0, 2, 1, 0]}),
@@ -165,6 +165,12 @@ CONV_GEOMETRIES: dict[str, tuple[tuple[int, ...], tuple[int, ...], dict[str, obj
     "pads-beyond-kernel": ((1, 2, 6, 6), (3, 2, 3, 3), {"pads": [3, 0, 0, 3]}),
     "1d": ((2, 3, 17), (5, 3, 5), {"pads": [2, 1]}),
     "strided": ((2, 4, 11, 10), (6, 4, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "strided-7x7-stem": ((2, 3, 31, 30), (8, 3, 7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}),
+    "strided-3x3-odd": ((1, 5, 13, 14), (6, 5, 3, 3), {"strides": [2, 2], "pads": [1, 0, 2, 1]}),
+    "strided-5x4-s3": ((2, 4, 17, 16), (3, 4, 5, 4), {"strides": [3, 3], "pads": [2, 1, 0, 2]}),
+    "strided-same-upper": ((1, 4, 15, 12), (5, 4, 3, 3), {"strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+    "strided-1x1": ((1, 6, 10, 9), (4, 6, 1, 1), {"strides": [2, 2]}),
+    "strided-uneven": ((1, 3, 12, 11), (4, 3, 3, 3), {"strides": [2, 1], "pads": [1, 1, 1, 1]}),
     "strided-depthwise": ((1, 6, 9, 9), (6, 1, 3, 3), {"group": 6, "strides": [2, 1], "pads": [1, 1, 1, 1]}),
     "strided-depthwise-even": ((2, 4, 10, 10), (4, 1, 3, 3), {"group": 4, "strides": [2, 2], "pads": [1, 1, 1, 1]}),
     "strided-depthwise-same": ((1, 4, 11, 8), (8, 1, 5, 5), {"group": 4, "strides": [3, 2], "auto_pad": "SAME_UPPER"}),
