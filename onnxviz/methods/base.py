@@ -55,6 +55,9 @@ class TargetSpec:
     #: The output's shape without the batch axis (known once the target is resolved), so that
     #: seeds can be built as arrays without evaluating the output first.
     sample_shape: tuple[int, ...] | None = None
+    #: The output's values on the original inputs, as onnxruntime computed them when the target
+    #: was resolved (float32 methods take their scores from it instead of another forward pass).
+    values: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def seed_array(self, rows: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray | None:
         """The seed for a batch made of the original samples ``rows``, or None if the shape is unknown."""
@@ -102,10 +105,10 @@ def resolve_target(
                 hint="give an array of the output's shape (zeros except the element or region to explain)",
             )
         return (
-            TargetSpec(out, np.full(value.shape[0], -1, np.int64), target.astype(np.float64), value.shape[1:]),
+            TargetSpec(out, np.full(value.shape[0], -1, np.int64), target.astype(np.float64), value.shape[1:], value),
             value,
         )
-    return TargetSpec(out, resolve_classes(value, target, name=out), None, value.shape[1:]), value
+    return TargetSpec(out, resolve_classes(value, target, name=out), None, value.shape[1:], value), value
 
 
 def is_probability(value: np.ndarray) -> bool:

@@ -27,7 +27,7 @@ import numpy as np
 from ..backends.numpy.registry import REGISTRY, Call, Grads, VjpFn
 from ..errors import InputError
 from ..model import Model
-from .base import Explanation, Method, TargetSpec, channel_axis, chunks, reduce_channels
+from .base import Explanation, Method, TargetSpec, channel_axis, chunks, reduce_channels, run_output
 
 __all__ = [
     "IG_RULES",
@@ -147,8 +147,14 @@ class GradientMethod(Method):
             scores[idx] = s
         return grads, scores
 
-    def _scores(self, model: Model, feeds: Mapping[str, np.ndarray], target: TargetSpec) -> np.ndarray:
-        """Target scores of the unmodified inputs (numpy forward in the method's dtype)."""
+    def _scores(self, model: Model, feeds: Mapping[str, np.ndarray], target: TargetSpec,
+                original: bool = True) -> np.ndarray:
+        """Target scores of ``feeds`` in the method's dtype: float32 from onnxruntime (for the
+        ``original`` inputs, the values the target was resolved on), float64 from the numpy engine."""
+        if np.dtype(self.dtype) == np.float32:
+            if original and target.values is not None:
+                return target.score(target.values)
+            return target.score(run_output(model, feeds, target.output))
         value = model.evaluate(feeds, [target.output], dtype=np.dtype(self.dtype))[target.output]
         return target.score(value)
 
@@ -520,7 +526,7 @@ class IntegratedGradients(GradientMethod):
 
         dtype = np.dtype(self.dtype)
         f_x = self._scores(model, feeds, target)
-        f_base = self._scores(model, {**feeds, input_name: base.astype(dtype)}, target)
+        f_base = self._scores(model, {**feeds, input_name: base.astype(dtype)}, target, original=False)
         change = f_x - f_base
         sums = attr.reshape(n, -1).sum(axis=1)
         # Relative to |F(x) - F(x')|; where that is (numerically) zero the relative error is
