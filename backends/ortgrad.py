@@ -49,7 +49,11 @@ log = logging.getLogger(__name__)
 
 #: The default-domain opset of the built model: ScatterElements(reduction="add") needs 16.
 MIN_OPSET = 16
-_CACHE_SIZE = 4
+#: Compiled models kept per backend: up to this many shapes (feature visualization's random
+#: scales give about a dozen input sizes on models with dynamic spatial dims) ...
+_CACHE_SIZE = 16
+#: ... and at most this many bytes of model (each session holds its own copy of the weights).
+_CACHE_BYTES = 1 << 30
 _SAME_SEMANTICS = frozenset({
     "Conv", "ConvTranspose", "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "Elu", "Selu", "PRelu",
     "Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Mean", "Neg", "Abs", "Exp", "Log", "Sqrt", "Pow",
@@ -131,6 +135,7 @@ class _Compiled:
     value_outputs: tuple[str, ...]
     grad_outputs: tuple[tuple[str, str], ...]  # (wrt, graph output)
     proto: onnx.ModelProto
+    nbytes: int = 0
 
 
 class OrtGradBackend:
@@ -182,7 +187,9 @@ class OrtGradBackend:
         if compiled is None:
             compiled = self._compile(arrays, seed_names, wrt, values)
             self._cache[key] = compiled
-            if len(self._cache) > _CACHE_SIZE:
+            while len(self._cache) > 1 and (
+                len(self._cache) > _CACHE_SIZE or sum(c.nbytes for c in self._cache.values()) > _CACHE_BYTES
+            ):
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
@@ -252,7 +259,7 @@ class OrtGradBackend:
                  values: tuple[str, ...]) -> _Compiled:
         proto, seed_inputs, grad_outputs = self._build(arrays, seeds, wrt, values)
         value_outputs = tuple(dict.fromkeys(seeds + values))
-        return _Compiled(self._session(proto), seed_inputs, value_outputs, grad_outputs, proto)
+        return _Compiled(self._session(proto), seed_inputs, value_outputs, grad_outputs, proto, proto.ByteSize())
 
     def _build(self, arrays: Mapping[str, np.ndarray], seeds: tuple[str, ...], wrt: tuple[str, ...],
                values: tuple[str, ...]) -> tuple[onnx.ModelProto, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -76,6 +77,11 @@ class Term:
     @property
     def label(self) -> str:
         return f"{type(self).__name__.lower()}({self.tensor!r})"
+
+    @property
+    def linear(self) -> bool:
+        """Whether the term is linear in the tensor, so its seed depends on the shape only."""
+        return False
 
     def evaluate(self, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(values per batch element (N,), seed of value's shape)``."""
@@ -137,6 +143,10 @@ class Channel(Term):
     def label(self) -> str:
         return f"channel({self.tensor!r}, {self.c})"
 
+    @property
+    def linear(self) -> bool:
+        return True
+
     def evaluate(self, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         v = _to_channels_first(value, self.axis, self.label)
         n, nc = v.shape[:2]
@@ -165,6 +175,10 @@ class Neuron(Term):
     @property
     def label(self) -> str:
         return f"neuron({self.tensor!r}, {self.c}, y={self.y}, x={self.x})"
+
+    @property
+    def linear(self) -> bool:
+        return True
 
     def evaluate(self, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         v = _to_channels_first(value, self.axis, self.label)
@@ -214,6 +228,10 @@ class ClassLogit(Term):
     def label(self) -> str:
         return f"class_logit({self.tensor!r}, {self.k})"
 
+    @property
+    def linear(self) -> bool:
+        return True
+
     def evaluate(self, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         v = value.reshape(value.shape[0], -1)
         n, nk = v.shape
@@ -240,6 +258,10 @@ class ClassProbability(Term):
     @property
     def label(self) -> str:
         return f"class_probability({self.tensor!r}, {self.k})"
+
+    @property
+    def linear(self) -> bool:
+        return not self.softmax
 
     def evaluate(self, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         v = value.reshape(value.shape[0], -1)
@@ -277,6 +299,10 @@ class Direction(Term):
     @property
     def label(self) -> str:
         return f"direction({self.tensor!r}, |vec|={len(self.vec)})"
+
+    @property
+    def linear(self) -> bool:
+        return not self.cosine
 
     def evaluate(self, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ax = self.axis % value.ndim
@@ -480,6 +506,14 @@ class Objective:
             total += w * np.asarray(vals, dtype=np.float64)
             seed += (w * s).astype(value.dtype, copy=False)
         return total, seed
+
+    def seed_array(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray | None:
+        """The seed of tensor ``name`` for a value of ``shape`` when every term reading it is
+        linear (the seed is then known before the forward pass), else ``None``."""
+        terms = [t for _, t in self.terms if t.tensor == name]
+        if not terms or not all(t.linear for t in terms):
+            return None
+        return self.evaluate_tensor(name, np.zeros(shape, dtype=dtype))[1]
 
     def evaluate(self, values: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Values per batch element and one seed per tensor read, from all tensor values."""

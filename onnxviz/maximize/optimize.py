@@ -216,6 +216,9 @@ class Evaluator:
         self.input_name = input_name
         self.dtype = dtype
         self.forward = forward
+        #: tensor shapes seen per model-input shape: linear terms' seeds are then built before
+        #: the forward pass, which spares the engine a forward to evaluate a seed function
+        self._shapes: dict[tuple[int, ...], dict[str, tuple[int, ...]]] = {}
 
     def __call__(
         self, x: np.ndarray, image: np.ndarray | None, rules: Mapping[str, Any] | None, grad: bool = True
@@ -238,15 +241,20 @@ class Evaluator:
                 return seed
 
             if grad:
+                known = self._shapes.get(x.shape, {})
+                seeds: dict[str, Any] = {}
+                for name in names:
+                    array = obj.seed_array(name, known[name], self.dtype) if name in known else None
+                    seeds[name] = array if array is not None else seed_for(name)
                 res = self.model.value_and_grad(
-                    {self.input_name: x},
-                    {name: seed_for(name) for name in names},
-                    (self.input_name,),
-                    dtype=self.dtype,
-                    rules=rules,
+                    {self.input_name: x}, seeds, (self.input_name,), dtype=self.dtype, rules=rules,
                     forward=self.forward,
                 )
                 gx = res.grads[self.input_name]
+                for name in names:
+                    if name not in collected:
+                        collected[name] = obj.evaluate_tensor(name, res.values[name])[0]
+                self._shapes[x.shape] = {name: tuple(res.values[name].shape) for name in names}
             else:
                 vals = self.model.evaluate({self.input_name: x}, names, dtype=self.dtype)
                 for name in names:

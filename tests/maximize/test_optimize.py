@@ -21,7 +21,8 @@ from onnxviz.maximize import (
     total_variation,
     visualize,
 )
-from onnxviz.maximize.optimize import redirected_relu_vjp
+from onnxviz.maximize import objectives as O
+from onnxviz.maximize.optimize import Evaluator, redirected_relu_vjp
 from tests import models
 from tests.maximize import gabor_cnn
 
@@ -168,3 +169,29 @@ def test_dream_raises_the_layer_objective(dynamic: bool) -> None:
     assert after[0] > 1.5 * before[0]
     again = dream(m, img, layers=layer, octaves=2, steps_per_octave=4, jitter=4, rng=0)
     np.testing.assert_array_equal(out, again)
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [
+        channel("relu2", [1, 4, 7]),
+        channel("relu2", [1, 4, 7]) - 0.5 * O.Objective([(1.0, O.LayerL2("relu1"))]),
+        O.Objective([(1.0, O.ClassLogit("logits", [2, 3, 9]))]),
+    ],
+    ids=["linear", "mixed", "class-logit"],
+)
+def test_linear_seeds_built_before_the_forward_give_the_same_step(objective: O.Objective) -> None:
+    """After one call the evaluator knows the tensors' shapes and builds linear terms' seeds as
+    arrays (no seed-evaluating forward); values and gradients are those of the first call."""
+    model = Model.from_proto(models.tiny_cnn())
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    ev = Evaluator(model, objective, "input", np.float32, "numpy")
+    first = ev(x, None, None)
+    assert ev._shapes  # learned
+    second = ev(x, None, None)
+    np.testing.assert_allclose(second[0], first[0], rtol=1e-6)
+    np.testing.assert_allclose(second[1], first[1], rtol=1e-5, atol=1e-7)
+    for name in objective.tensors:
+        seed = objective.seed_array(name, ev._shapes[x.shape][name], np.float32)
+        linear = all(t.linear for _, t in objective.terms if t.tensor == name)
+        assert (seed is not None) == linear
