@@ -64,7 +64,9 @@ class OrtBackend:
             if name not in present:
                 model.graph.output.append(helper.make_empty_tensor_value_info(name))
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3
+        # fatal only: a failing run raises with the same message, which callers turn into named
+        # errors (or an expected "no", e.g. a size probe); the C++ log would print it twice
+        opts.log_severity_level = 4
         if not self._optimize:
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if self._threads:

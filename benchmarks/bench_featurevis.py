@@ -17,7 +17,9 @@ Then the time of a 16-channel gallery of 512 steps (Lucid's default) on ResNet-5
 layers is extrapolated from the measured step (x 512), for the numpy forward and for the
 ``forward="onnxruntime"`` variant (onnxruntime forward with taps + numpy backward).
 
-Usage: python benchmarks/bench_featurevis.py [--repeat 2] [--batch 16] [--size 128] [--quick]
+Steps are timed after ``--warmup`` steps (default 24), in the steady state a long run is in.
+
+Usage: python benchmarks/bench_featurevis.py [--repeat 2] [--batch 16] [--size 128] [--warmup 24] [--quick]
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ from onnxviz.model import Model
 from onnxviz.report.featurevis import conv_outputs
 
 
-def timed(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up (sessions, caches)
+def timed(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
+    for _ in range(warmup):  # sessions, caches, compiled models for every input size seen
+        fn()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -120,11 +123,14 @@ def one_step(model: Model, layer: str, batch: int, size: int, forward: str) -> t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=512, help="gallery length for the extrapolation")
     parser.add_argument("--quick", action="store_true", help="one layer per model")
+    parser.add_argument("--warmup", type=int, default=24,
+                        help="steps before timing: random scales give models with dynamic spatial dims about a "
+                             "dozen input sizes, each compiled once (the steady state is what a 512-step run sees)")
     args = parser.parse_args(argv)
     print(f"cpus {os.cpu_count()}, load average at start {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     header = (f"{'model':<13}{'layer':<10}{'channels':>9}{'model in':>10}{'ort_fwd s':>11}{'step s':>9}"
@@ -144,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             x = np.random.default_rng(0).standard_normal((args.batch, 3, *hw)).astype(np.float32)
             out = model.run(x)[layer]
             ort = timed(functools.partial(model.run, x), args.repeat)
-            t_step = timed(step, args.repeat)
+            t_step = timed(step, args.repeat, args.warmup)
             hstep, _ = one_step(model, layer, args.batch, args.size, "onnxruntime")
-            t_h = timed(hstep, args.repeat)
+            t_h = timed(hstep, args.repeat, args.warmup)
             print(f"{name:<13}{layer:<10}{out.shape[1]:>9}{f'{hw[0]}x{hw[1]}':>10}{ort:>11.3f}{t_step:>9.2f}"
                   f"{t_step / ort:>9.1f}x{t_h:>10.2f}{t_h / ort:>8.1f}x", flush=True)
             if name == "resnet50":

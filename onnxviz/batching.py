@@ -21,7 +21,7 @@ that fails.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -29,7 +29,7 @@ from onnx import numpy_helper
 
 from .graph import Graph, Node
 
-__all__ = ["BATCH_PARAM", "free_batch", "verify_free_batch"]
+__all__ = ["BATCH_PARAM", "free_batch", "free_size", "verify_free_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +115,34 @@ def verify_free_batch(
         elif not np.array_equal(got, want):
             return False
     return True
+
+
+def free_size(proto: onnx.ModelProto, graph: Graph, tensors: Sequence[str], axes: Sequence[int]) -> onnx.ModelProto:
+    """The part of ``proto`` that computes ``tensors`` (their outputs only), with the single
+    input's batch and spatial ``axes`` symbolic: a fully convolutional prefix of a network
+    exported at a fixed image size, to run at another size (feature visualization at Lucid's
+    128x128 on a model exported at 224x224). Whether it really runs at another size is for the
+    caller to try: a Reshape or Gemm on the way makes onnxruntime refuse it."""
+    keep = {n.index for n in graph.ancestors(set(tensors))}
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    g = out.graph
+    nodes = [n for i, n in enumerate(g.node) if i in keep]
+    used = {i for n in nodes for i in n.input}
+    del g.node[:]
+    g.node.extend(nodes)
+    inits = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    names = {t.name for t in inits}
+    inputs = [v for v in g.input if v.name not in names]
+    del g.input[:]
+    g.input.extend(inputs)
+    dims = g.input[0].type.tensor_type.shape.dim  # (extend copied the messages)
+    for axis in (0, *axes):
+        dims[axis].Clear()
+        dims[axis].dim_param = f"{BATCH_PARAM}_{axis}" if axis else BATCH_PARAM
+    del g.value_info[:]
+    del g.output[:]
+    g.output.extend(onnx.ValueInfoProto(name=t) for t in tensors)
+    return out

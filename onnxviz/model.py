@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -19,6 +20,8 @@ from .graph import Graph, TensorInfo, tensor_info_from_value
 from .targets import Target, output_seed
 
 __all__ = ["Model", "load"]
+
+log = logging.getLogger(__name__)
 
 _FLOAT_TYPES = frozenset(
     {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
@@ -247,6 +250,38 @@ class Model:
         if not verify_free_batch(self.graph, lambda f: self.ort.run(f), lambda f: free.ort.run(f), k):
             return None
         return free
+
+    def size_free(self, tensors: Sequence[str], axes: Sequence[int], size: Sequence[int]) -> Model | None:
+        """The fully convolutional part of this model that computes ``tensors``, with its input's
+        batch and spatial ``axes`` freed, when it runs at ``size`` on those axes and reproduces
+        this model's ``tensors`` at the declared size; ``None`` otherwise (e.g. a Reshape or
+        Gemm lies on the way). One check per set of tensors and size."""
+        from .batching import free_size
+
+        key = (tuple(tensors), tuple(axes), tuple(size))
+        cache = self.__dict__.setdefault("_size_free", {})
+        if key in cache:
+            return cache[key]
+        result: Model | None = None
+        info = self.inputs[0]
+        if len(self.inputs) == 1 and info.shape and all(isinstance(info.shape[a], int) for a in axes):
+            try:
+                free = Model(free_size(self.proto, self.graph, tensors, axes), path=self.path)
+                rng = np.random.default_rng(0)
+                declared = tuple(d if isinstance(d, int) and d > 0 else 1 for d in info.shape)
+                x = rng.random(declared).astype(info.dtype)
+                want = self.run({info.name: x}, list(tensors))
+                got = free.ort.run({info.name: x}, list(tensors))
+                other = list(declared)
+                for a, n in zip(axes, size):
+                    other[a] = int(n)
+                free.ort.run({info.name: rng.random(other).astype(info.dtype)}, list(tensors))
+                if all(np.allclose(got[t], want[t], rtol=1e-4, atol=1e-5) for t in tensors):
+                    result = free
+            except Exception as e:  # onnxruntime refusing the size is the expected "no"
+                log.info("tensors %s cannot run at another input size: %s", list(tensors), str(e).strip()[:200])
+        cache[key] = result
+        return result
 
     @property
     def fixed_batch_declared(self) -> int | None:

@@ -782,6 +782,33 @@ def light_model_paths() -> list[Path]:
     return sorted(light.glob("*.onnx"))
 
 
+def fixed_flatten_cnn(slice_batch: bool = False, allowzero: bool = False) -> onnx.ModelProto:
+    """input [1, 3, 8, 8] -> Conv -> Relu -> Reshape [1, -1] -> Gemm -> logits [1, 4]; with
+    ``slice_batch`` the logits are sliced to their first row (a batch the rewrite cannot see)."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([1, -1], np.int64), "flat_shape"),
+        numpy_helper.from_array(rng.standard_normal((4, 72)).astype(np.float32), "fc"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["conv"], name="conv"),
+        helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
+        helper.make_node("Reshape", ["relu", "flat_shape"], ["flat"], name="flat",
+                         **({"allowzero": 1} if allowzero else {})),
+        helper.make_node("Gemm", ["flat", "fc"], ["gemm"], name="gemm", transB=1),
+    ]
+    if slice_batch:
+        nodes.append(helper.make_node("Slice", ["gemm", "zero", "one", "zero"], ["logits"], name="first_row"))
+    else:
+        nodes.append(helper.make_node("Identity", ["gemm"], ["logits"], name="logits"))
+    graph = helper.make_graph(nodes, "fixed", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
 def tiny_cnn_with_unsupported_op() -> onnx.ModelProto:
     """tiny_cnn with ``Shrink(lambd=0, bias=0)`` (the identity) after the first ReLU: an op the
     numpy engine has no rule for, which onnxruntime runs (forward-only methods must still work)."""

@@ -14,39 +14,12 @@ from onnxviz.model import Model
 from tests import models
 
 
-def _flatten_by_reshape(slice_batch: bool = False, allowzero: bool = False) -> onnx.ModelProto:
-    """input [1, 3, 8, 8] -> Conv -> Relu -> Reshape [1, -1] -> Gemm -> logits [1, 4]; with
-    ``slice_batch`` the logits are sliced to their first row (a batch the rewrite cannot see)."""
-    rng = np.random.default_rng(0)
-    inits = [
-        numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "w"),
-        numpy_helper.from_array(np.array([1, -1], np.int64), "flat_shape"),
-        numpy_helper.from_array(rng.standard_normal((4, 72)).astype(np.float32), "fc"),
-        numpy_helper.from_array(np.array([0], np.int64), "zero"),
-        numpy_helper.from_array(np.array([1], np.int64), "one"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["input", "w"], ["conv"], name="conv"),
-        helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
-        helper.make_node("Reshape", ["relu", "flat_shape"], ["flat"], name="flat",
-                         **({"allowzero": 1} if allowzero else {})),
-        helper.make_node("Gemm", ["flat", "fc"], ["gemm"], name="gemm", transB=1),
-    ]
-    if slice_batch:
-        nodes.append(helper.make_node("Slice", ["gemm", "zero", "one", "zero"], ["logits"], name="first_row"))
-    else:
-        nodes.append(helper.make_node("Identity", ["gemm"], ["logits"], name="logits"))
-    graph = helper.make_graph(nodes, "fixed", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])], initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-
-
 def _per_sample(m: Model, x: np.ndarray) -> np.ndarray:
     return np.concatenate([m.ort.run({"input": x[i : i + 1]})["logits"] for i in range(len(x))])
 
 
 def test_reshape_target_is_freed_and_names_kept() -> None:
-    proto = _flatten_by_reshape()
+    proto = models.fixed_flatten_cnn()
     m = Model.from_proto(proto)
     freed = free_batch(proto, m.graph, 1)
     assert freed is not None
@@ -61,7 +34,7 @@ def test_reshape_target_is_freed_and_names_kept() -> None:
 
 
 def test_freed_model_runs_batches_whole_with_the_same_numbers() -> None:
-    m = Model.from_proto(_flatten_by_reshape())
+    m = Model.from_proto(models.fixed_flatten_cnn())
     assert m.fixed_batch and m.batch_free is not None and m.batch_limit is None
     x = np.random.default_rng(1).standard_normal((5, 3, 8, 8)).astype(np.float32)
     before = x.copy()
@@ -84,7 +57,7 @@ def test_batch_the_rewrite_cannot_free_stays_split(kind: str) -> None:
     """A Slice of row 0 survives the rewrite, and a Reshape with allowzero is not rewritten: the
     verification catches both and the model keeps running one sample at a time, with the right
     numbers."""
-    m = Model.from_proto(_flatten_by_reshape(slice_batch=kind == "slice", allowzero=kind == "allowzero"))
+    m = Model.from_proto(models.fixed_flatten_cnn(slice_batch=kind == "slice", allowzero=kind == "allowzero"))
     assert m.batch_free is None and m.batch_limit == 1
     x = np.random.default_rng(3).standard_normal((3, 3, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(m.run(x)["logits"], _per_sample(m, x), rtol=1e-6)
@@ -108,7 +81,7 @@ def test_light_models_are_freed(path: object) -> None:
 def test_methods_on_a_freed_model_match_per_sample() -> None:
     """Integrated gradients over a batch of 3 equal the per-sample results (IG rows of all samples
     now share passes)."""
-    m = Model.from_proto(_flatten_by_reshape())
+    m = Model.from_proto(models.fixed_flatten_cnn())
     x = np.random.default_rng(4).standard_normal((3, 3, 8, 8)).astype(np.float32)
     whole = explain(m, x, method="integrated_gradients", target=2, steps=8)
     for i in range(3):

@@ -191,12 +191,33 @@ def image_input(
     if fixed is not None:
         if size is not None and tuple(size) != fixed:
             raise InputError(
-                f"size {size[0]}x{size[1]} does not match model input {info.name!r}, fixed at {fixed[0]}x{fixed[1]}",
-                hint="omit the size: the model fixes it",
+                f"size {size[0]}x{size[1]} does not match model input {info.name!r}, fixed at {fixed[0]}x{fixed[1]}, "
+                "and the objective's tensors are not computed by a fully convolutional part of the model",
+                hint="omit the size: the model fixes it (or choose a layer before the first Flatten/Reshape/Gemm)",
             )
         return info, preprocess, fixed, True
     hw = size if size is not None else (preprocess.size or (128, 128))
     return info, preprocess, (int(hw[0]), int(hw[1])), False
+
+
+def _at_size(
+    model: Model, obj: Objective, input_name: str | None, preprocess: Preprocess | None, size: tuple[int, int] | None
+) -> tuple[Model, Preprocess | None]:
+    """For a model exported at a fixed size asked to render at another ``size``: the fully
+    convolutional part the objective reads, with free spatial dims, and the original model's
+    preprocessing (Lucid renders at its parametrization's size whatever the training size).
+    Unchanged when no size is asked, the model's size is free or already that size, or the part
+    does not run at another size (then :func:`image_input` explains)."""
+    if size is None or len(model.inputs) != 1 or not obj.tensors:
+        return model, preprocess
+    info = model.input(input_name)
+    pre = preprocess if preprocess is not None else Preprocess.from_model(info)
+    fixed = _static_size(pre, info)
+    if fixed is None or tuple(size) == fixed:
+        return model, preprocess
+    axes = (2, 3) if pre.layout == "NCHW" else (1, 2)
+    free = model.size_free(obj.tensors, axes, tuple(size))
+    return (free, pre) if free is not None else (model, preprocess)
 
 
 def _static_size(preprocess: Preprocess, info: Any) -> tuple[int, int] | None:
@@ -309,8 +330,10 @@ def visualize(
     """Maximize ``objective`` over images (Lucid ``render_vis`` defaults).
 
     ``param``: ``"fft"`` (Fourier, decorrelated colour, sigmoid), ``"pixel"``, or a
-    :class:`~onnxviz.maximize.param.Parametrization`. ``size``: the model's static input size,
-    else this (default 128x128). ``transforms``: ``"standard"`` (Lucid's list), ``None``/``()``
+    :class:`~onnxviz.maximize.param.Parametrization`. ``size``: the image size (default: the model's
+    static input size, else 128x128); on a model exported at a fixed size, another size is
+    rendered natively (no resize) when the objective's tensors come from a fully convolutional
+    part of the model, run with free spatial dims (checked to reproduce the model at its size). ``transforms``: ``"standard"`` (Lucid's list), ``None``/``()``
     for none, or a sequence of transforms; for models with a fixed input size a final bilinear
     :class:`~onnxviz.maximize.transforms.Resize` back to that size is appended (models with
     dynamic spatial dims get the transformed size, as in Lucid). ``preprocess``: how [0, 1]
@@ -325,6 +348,7 @@ def visualize(
     obj = as_objective(objective)
     if steps < 0:
         raise InputError(f"steps must be >= 0, got {steps}")
+    model, preprocess = _at_size(model, obj, input_name, preprocess, size)
     info, pre, hw, fixed = image_input(model, input_name, preprocess, size)
     n = batch if batch is not None else (obj.batch or 1)
     if obj.batch is not None and n != obj.batch:

@@ -141,8 +141,8 @@ def test_image_regularizer_alone_and_progress(gabor: Model) -> None:
 def test_argument_errors(gabor: Model) -> None:
     with pytest.raises(TargetError, match="batch of 2"):
         visualize(gabor, channel("relu2", [0, 1]), rng=0, steps=1, batch=3)
-    with pytest.raises(InputError, match="fixed at 24x24"):
-        visualize(gabor, channel("relu2", 0), rng=0, steps=1, size=(32, 32))
+    # a size other than the model's fixed 24x24 runs natively on its convolutional part (below)
+    assert visualize(gabor, channel("relu2", 0), rng=0, steps=1, size=(32, 32)).inputs.shape[-2:] == (32, 32)
     with pytest.raises(InputError, match="Generator or an int"):
         visualize(gabor, channel("relu2", 0), rng="seed", steps=1)  # type: ignore[arg-type]
 
@@ -195,3 +195,20 @@ def test_linear_seeds_built_before_the_forward_give_the_same_step(objective: O.O
         seed = objective.seed_array(name, ev._shapes[x.shape][name], np.float32)
         linear = all(t.linear for _, t in objective.terms if t.tensor == name)
         assert (seed is not None) == linear
+
+
+def test_fixed_size_model_renders_a_conv_layer_at_another_size() -> None:
+    """tiny_cnn exported at a fixed 32x32: relu2 comes from convolutions only, so a 20x24
+    render runs natively (no final Resize) on the freed part; behind a Reshape to [1, -1] and a
+    Gemm, a size change cannot run, and the error says so."""
+    model = Model.from_proto(models.tiny_cnn(batch=1))
+    assert model.inputs[0].shape == (1, 3, 32, 32)
+    vis = visualize(model, channel("relu2", [0, 3]), steps=3, size=(20, 24), rng=1)
+    assert vis.images.shape == (2, 20, 24, 3)
+    assert vis.inputs.shape == (2, 3, 20, 24)
+    assert not any("Resize" in t for t in vis.settings.transforms)
+    free = model.size_free(("relu2",), (2, 3), (20, 24))
+    assert free is not None
+    np.testing.assert_allclose(vis.final, evaluate(free, channel("relu2", [0, 3]), vis.inputs), rtol=1e-5)
+    with pytest.raises(InputError, match="fully convolutional"):
+        visualize(Model.from_proto(models.fixed_flatten_cnn()), class_logit("logits", 2), steps=1, size=(6, 6), rng=0)
