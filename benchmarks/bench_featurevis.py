@@ -7,11 +7,12 @@ to ONE onnxruntime forward of the same batch and size through the same layer (th
 pruned to the nodes the layer depends on, batch made dynamic). Both the step and the
 forward run on that truncated model, so only the subgraph up to the layer counts on each side.
 
-* MobileNet-V2 (benchmarks/zoo.py, random weights): the truncated model is fully convolutional,
-  so its spatial dims are made dynamic and it runs at 128x128 natively.
-* The light ResNet-50 (onnx wheel): fixed 224x224 input, so, as ``visualize`` does for fixed-size
-  models, the 128x128 image is resized (bilinear, a final ``Resize`` transform) to 224x224; the
-  onnxruntime forward is at 224x224, what the network sees.
+Both models are truncated at the layer, which leaves a fully convolutional network, and run at
+128x128 natively with free spatial dims: for MobileNet-V2 (benchmarks/zoo.py, random weights)
+that is its export; the light ResNet-50 (onnx wheel) is exported at a fixed 224x224, and
+``visualize(..., size=(128, 128))`` renders such a model the same way (``Model.size_free``).
+``--fixed-size`` times the light ResNet-50 instead at its 224x224, the 128x128 image resized
+(bilinear, a final ``Resize`` transform), which is what ``visualize`` does without a size.
 
 Then the time of a 16-channel gallery of 512 steps (Lucid's default) on ResNet-50's middle
 layers is extrapolated from the measured step (x 512), for the numpy forward and for the
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=512, help="gallery length for the extrapolation")
     parser.add_argument("--quick", action="store_true", help="one layer per model")
+    parser.add_argument("--fixed-size", action="store_true", help="ResNet-50 at its fixed 224x224 (image resized)")
     parser.add_argument("--warmup", type=int, default=24,
                         help="steps before timing: random scales give models with dynamic spatial dims about a "
                              "dozen input sizes, each compiled once (the steady state is what a 512-step run sees)")
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         picks = [n // 2] if args.quick else sorted({n // 3, n // 2, (2 * n) // 3})
         for i in picks:
             layer = convs[i]
-            model = truncate(proto, layer, dynamic_hw=(name != "resnet50"))
+            model = truncate(proto, layer, dynamic_hw=not (args.fixed_size and name == "resnet50"))
             step, hw = one_step(model, layer, args.batch, args.size, "numpy")
             x = np.random.default_rng(0).standard_normal((args.batch, 3, *hw)).astype(np.float32)
             out = model.run(x)[layer]
@@ -158,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
             if name == "resnet50":
                 extrapolate.append((f"{layer} ({i + 1}/{n} conv outputs, {out.shape[1]} ch, {out.shape[2]}x{out.shape[3]})", t_step, t_h))
     print()
-    print(f"ResNet-50 (light): the {args.size}x{args.size} FFT image is resized (bilinear) to the model's fixed 224x224, "
-          "as visualize does for fixed-size models; MobileNet-V2 runs at its size (spatial dims made dynamic).")
+    if args.fixed_size:
+        print(f"ResNet-50 (light): the {args.size}x{args.size} FFT image is resized (bilinear) to the model's fixed "
+              "224x224, as visualize does for fixed-size models without a size.")
+    else:
+        print(f"Both models run at {args.size}x{args.size} natively (spatial dims freed on the truncated model).")
     print(f"Extrapolated {args.batch}-channel gallery of {args.steps} steps on ResNet-50 (step time x {args.steps}):")
     for label, t_step, t_h in extrapolate:
         print(f"  {label}: {t_step * args.steps / 60:.1f} min (numpy forward), {t_h * args.steps / 60:.1f} min "
