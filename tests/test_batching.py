@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 
 from onnxviz.batching import BATCH_PARAM, free_batch
 from onnxviz.methods.registry import explain

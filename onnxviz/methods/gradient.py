@@ -27,7 +27,15 @@ import numpy as np
 from ..backends.numpy.registry import REGISTRY, Call, Grads, VjpFn
 from ..errors import InputError
 from ..model import Model
-from .base import Explanation, Method, TargetSpec, channel_axis, chunks, reduce_channels, run_output
+from .base import (
+    Explanation,
+    Method,
+    TargetSpec,
+    channel_axis,
+    chunks,
+    reduce_channels,
+    run_output,
+)
 
 __all__ = [
     "IG_RULES",
