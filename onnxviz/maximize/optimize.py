@@ -333,8 +333,9 @@ def visualize(
     :class:`~onnxviz.maximize.param.Parametrization`. ``size``: the image size (default: the model's
     static input size, else 128x128); on a model exported at a fixed size, another size is
     rendered natively (no resize) when the objective's tensors come from a fully convolutional
-    part of the model, run with free spatial dims (checked to reproduce the model at its size). ``transforms``: ``"standard"`` (Lucid's list), ``None``/``()``
-    for none, or a sequence of transforms; for models with a fixed input size a final bilinear
+    part of the model, run with free spatial dims (checked to reproduce the model at its size).
+    ``transforms``: ``"standard"`` (Lucid's list), ``None``/``()`` for none, or a sequence of
+    transforms; for models with a fixed input size a final bilinear
     :class:`~onnxviz.maximize.transforms.Resize` back to that size is appended (models with
     dynamic spatial dims get the transformed size, as in Lucid). ``preprocess``: how [0, 1]
     images map to the model input; by default :meth:`Preprocess.from_model` (layout and channels
