@@ -170,3 +170,23 @@ def test_dream_writes_an_image_of_the_input_size(tmp_path: Path, capsys: pytest.
         assert np.abs(np.asarray(img, dtype=float) - pixels).mean() > 1.0  # the dream changed it
     code, _, err = run(capsys, "dream", str(model_path), str(src), "--layers", "nope", "-o", str(out))
     assert code == 1 and "error: layer 'nope'" in err and "hint:" in err
+
+
+def test_fixed_size_model_at_another_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """tiny_cnn exported at a fixed 1x3x32x32, rendered at 20x24: the saved inputs have that size
+    and the freed convolutional part reproduces the reported activations."""
+    path = tmp_path / "fixed.onnx"
+    onnx.save(models.tiny_cnn(batch=1), path)
+    npy, js = tmp_path / "x.npy", tmp_path / "v.json"
+    code, _, err = run(
+        capsys, "visualize", str(path), "--layer", "relu2", "--channels", "1,3", "--steps", "4", "--size", "20x24",
+        "-q", "-o", str(tmp_path / "g.png"), "--save-npy", str(npy), "--json", str(js),
+    )
+    assert code == 0, err
+    x = np.load(npy)
+    assert x.shape == (2, 3, 20, 24)
+    free = load(path).size_free(("relu2",), (2, 3), (20, 24))
+    assert free is not None
+    act = free.run(x, taps=["relu2"])["relu2"][np.arange(2), [1, 3]].mean(axis=(1, 2))
+    got = [r["activation"] for r in json.loads(js.read_text())["results"]]
+    np.testing.assert_allclose(got, act, rtol=1e-4, atol=1e-6)

@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=512, help="optimization steps (default 512, Lucid's)")
     parser.add_argument(
         "--size", type=parse_shape, metavar="S",
-        help="image size S or HxW for models with dynamic spatial dims (default 128; fixed-size models use theirs)",
+        help="image size S or HxW (default: the model's fixed size, else 128); a model exported at a fixed size "
+        "renders another size natively when the layer comes from its fully convolutional part",
     )
     parser.add_argument("--param", default=None, choices=["fft", "pixel"],
                         help="parametrization (default: fft; pixel for --objective class)")
@@ -149,11 +150,16 @@ def _probe(model: Model, pre: Any, hw: tuple[int, int], tensor: str) -> np.ndarr
     return model.run(ModelInput(pre).forward(img), taps=[tensor])[tensor]
 
 
-def _image_size(model: Model, pre: Any, size: tuple[int, int] | None) -> tuple[int, int]:
-    from ..maximize.optimize import image_input  # the same rule visualize applies
+def _probe_at_size(model: Model, pre: Any, size: tuple[int, int] | None, tensor: str) -> tuple[tuple[int, int], np.ndarray]:
+    """The image size visualize will render ``tensor`` at (the same rules: a fixed-size model
+    asked for another size runs its fully convolutional part natively) and the tensor's value
+    on one mid-grey image of that size."""
+    from ..maximize import channel
+    from ..maximize.optimize import image_input, model_at_size
 
-    _, _, hw, _ = image_input(model, None, pre, size)
-    return hw
+    sized, sized_pre = model_at_size(model, channel(tensor, 0), None, pre, size)
+    _, _, hw, _ = image_input(sized, None, sized_pre, size)
+    return hw, _probe(sized, pre, hw, tensor)
 
 
 def _class_tensor(model: Model, layer: str | None) -> str:
@@ -210,7 +216,6 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model)
     pre = model_preprocess(model, args)
     size = _size(args)
-    hw = _image_size(model, pre, size)
     if args.steps < 1:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
     if args.batch is not None and args.batch < 1:
@@ -220,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         if args.channels:
             raise InputError("--channels does not apply to --objective class", hint="use --classes")
         tensor = _class_tensor(model, args.layer)
-        value = _probe(model, pre, hw, tensor)
+        hw, value = _probe_at_size(model, pre, size, tensor)
         units = parse_units(args.classes or "0", int(np.prod(value.shape[1:])), "class")
     else:
         if args.classes:
@@ -228,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.layer:
             raise InputError("--layer is required", hint="`onnxviz inspect MODEL` lists the tensor names")
         tensor = check_layer(model, args.layer)
-        value = _probe(model, pre, hw, tensor)
+        hw, value = _probe_at_size(model, pre, size, tensor)
         if value.ndim < 2:
             raise TargetError(f"layer {tensor!r} has shape {list(value.shape)}: it has no channel axis")
         axis = args.axis % value.ndim

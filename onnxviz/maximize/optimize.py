@@ -51,6 +51,7 @@ __all__ = [
     "VisualizationSettings",
     "dream",
     "evaluate",
+    "model_at_size",
     "redirected_relu_vjp",
     "visualize",
 ]
@@ -200,7 +201,7 @@ def image_input(
     return info, preprocess, (int(hw[0]), int(hw[1])), False
 
 
-def _at_size(
+def model_at_size(
     model: Model, obj: Objective, input_name: str | None, preprocess: Preprocess | None, size: tuple[int, int] | None
 ) -> tuple[Model, Preprocess | None]:
     """For a model exported at a fixed size asked to render at another ``size``: the fully
@@ -349,7 +350,7 @@ def visualize(
     obj = as_objective(objective)
     if steps < 0:
         raise InputError(f"steps must be >= 0, got {steps}")
-    model, preprocess = _at_size(model, obj, input_name, preprocess, size)
+    model, preprocess = model_at_size(model, obj, input_name, preprocess, size)
     info, pre, hw, fixed = image_input(model, input_name, preprocess, size)
     n = batch if batch is not None else (obj.batch or 1)
     if obj.batch is not None and n != obj.batch:
