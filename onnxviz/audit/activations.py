@@ -9,6 +9,7 @@ in the model's value range stands in, and every finding says which was used.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -152,13 +153,18 @@ class _Accumulator:
         self.count = 0
 
     def add(self, v: np.ndarray) -> None:
-        finite = np.isfinite(v)
-        bad = int(v.size - np.count_nonzero(finite))
-        vf = v if bad == 0 else np.where(finite, v, 0)
-        self.nonfinite += bad
-        self.nan += int(np.count_nonzero(np.isnan(v))) if bad else 0
-        self.minimum = min(self.minimum, float(vf.min()))
-        self.maximum = max(self.maximum, float(vf.max()))
+        lo, hi = float(v.min()), float(v.max())  # NaN propagates into both, +-inf shows
+        if math.isfinite(lo) and math.isfinite(hi):
+            vf = v  # the common case: two passes, no mask
+        else:
+            finite = np.isfinite(v)
+            bad = int(v.size - np.count_nonzero(finite))
+            vf = np.where(finite, v, 0)
+            self.nonfinite += bad
+            self.nan += int(np.count_nonzero(np.isnan(v)))
+            lo, hi = float(vf.min()), float(vf.max())
+        self.minimum = min(self.minimum, lo)
+        self.maximum = max(self.maximum, hi)
         self.batch += int(v.shape[0]) if v.ndim else 1
         self.shape = tuple(int(d) for d in v.shape)
         flat = vf.reshape(-1)
@@ -211,7 +217,7 @@ def activation_scan(ctx: AuditContext) -> ActivationScan:
         for batch in batches:
             outs: dict[str, np.ndarray] = {}
             for chunk in chunks:
-                values = ctx.model.ort.run(batch, chunk)
+                values = ctx.runnable.ort.run(batch, chunk)
                 for name in g.output_names:
                     outs.setdefault(name, values[name])
                 for name in chunk:

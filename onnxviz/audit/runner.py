@@ -51,8 +51,9 @@ class AuditSettings:
     several passes); ``probe_samples`` random images seeded by ``seed`` stand in for inputs when
     none are given, at ``probe_size`` pixels where the model leaves the spatial size open.
     Two runtimes agree on a tensor when ``max|a - b| <= atol + rtol * max|b|``; the numpy
-    engine (an interpreter, tens of times slower than onnxruntime) is compared on the first
-    ``engine_samples`` samples only.
+    engine (an interpreter, several times slower than onnxruntime) is compared on the first
+    ``engine_samples`` samples only. Inputs run ``batch_size`` samples per forward pass (one
+    at a time on a model whose fixed batch of 1 cannot be freed).
     """
 
     budget_bytes: int = 512 * 2**20
@@ -62,6 +63,7 @@ class AuditSettings:
     rtol: float = 1e-3
     atol: float = 1e-5
     engine_samples: int = 2
+    batch_size: int = 8
 
 
 class SkipCheck(Exception):
@@ -149,10 +151,26 @@ class AuditContext:
             what = "given inputs"
         if isinstance(feeds, np.ndarray):
             feeds = {self.model.inputs[0].name: feeds} if len(self.model.inputs) == 1 else feeds
-        batches = split_batches(self.model, feeds)  # type: ignore[arg-type]
+        batches = split_batches(self.runnable, feeds, self.settings.batch_size)  # type: ignore[arg-type]
         checked = [self.model.feeds(b) for b in batches]
         n = sum(int(next(iter(b.values())).shape[0]) if next(iter(b.values())).ndim else 1 for b in checked)
         return checked, f"{what} ({n} sample{'s' if n != 1 else ''})"
+
+    @property
+    def runnable(self) -> Model:
+        """The model the input-dependent checks run: the model itself, or its copy with the fixed
+        batch of 1 freed (:attr:`onnxviz.model.Model.batch_free`: same tensor names, verified to
+        compute the same outputs), so that a batch of inputs runs in one pass."""
+        return self.shared("runnable", self._runnable)
+
+    def _runnable(self) -> Model:
+        if self.ort_load_error is not None:
+            return self.model
+        try:
+            free = self.model.batch_free
+        except Exception:  # onnxruntime raises its own types; the checks report the failure themselves
+            return self.model
+        return free if free is not None else self.model
 
     @property
     def ort_load_error(self) -> Exception | None:
@@ -176,21 +194,30 @@ class AuditContext:
             raise SkipCheck("onnxruntime cannot load the model (see graph.ort-support)")
 
 
-def split_batches(model: Model, feeds: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+def split_batches(model: Model, feeds: Mapping[str, np.ndarray], size: int | None = None) -> list[dict[str, np.ndarray]]:
     """Split a batch into pieces the model accepts when its batch dimension is fixed and smaller
-    (a model exported with batch 1 still audits over 8 images, one run each)."""
+    (a model exported with batch 1 still audits over 8 images, one run each), else into pieces
+    of at most ``size`` samples (no limit when None)."""
     sizes = []
+    fixed = False
     for info in model.inputs:
         value = feeds.get(info.name)
         if value is None or info.shape is None or not info.shape or np.ndim(value) != len(info.shape):
             continue
         want, got = info.shape[0], int(np.shape(value)[0])
+        fixed = fixed or (isinstance(want, int) and want > 0)
         if isinstance(want, int) and 0 < want < got and got % want == 0:
             sizes.append(want)
-    if not sizes or len(set(sizes)) != 1:
+    leading = {np.shape(v)[0] if np.ndim(v) else None for v in feeds.values()}
+    if sizes and len(set(sizes)) == 1:
+        step = sizes[0]
+    elif not fixed and size is not None and size > 0 and len(leading) == 1 and None not in leading:
+        step = size  # a free batch: cut only to bound each pass
+    else:
         return [dict(feeds)]
-    step = sizes[0]
     total = int(np.shape(next(iter(feeds.values())))[0])
+    if step >= total:
+        return [dict(feeds)]
     if any(np.ndim(v) == 0 or np.shape(v)[0] != total for v in feeds.values()):
         raise InputError(
             "the model's inputs are given with different batch sizes",
@@ -245,6 +272,7 @@ def audit(
     rtol: float = AuditSettings.rtol,
     atol: float = AuditSettings.atol,
     engine_samples: int = AuditSettings.engine_samples,
+    batch_size: int = AuditSettings.batch_size,
     raise_errors: bool = False,
 ) -> AuditResult:
     """Audit ``model``: every check (or those named in ``checks``, ids or families).
@@ -256,7 +284,7 @@ def audit(
     """
     settings = AuditSettings(
         budget_bytes=budget_bytes, probe_samples=probe_samples, probe_size=probe_size, seed=seed, rtol=rtol, atol=atol,
-        engine_samples=engine_samples,
+        engine_samples=engine_samples, batch_size=batch_size,
     )
     ctx = AuditContext(model, inputs, settings)
     findings: list[Finding] = []

@@ -146,7 +146,8 @@ def reference_outputs(ctx: AuditContext) -> tuple[Runner, list[dict[str, np.ndar
 
     def compute() -> tuple[Runner, list[dict[str, np.ndarray]]]:
         ctx.require_ort()
-        backend = OrtBackend(ctx.model.proto, ctx.model.graph, optimize=False)
+        runnable = ctx.runnable
+        backend = OrtBackend(runnable.proto, runnable.graph, optimize=False)
         run: Runner = backend.run
         return run, [dict(run(b, ())) for b in ctx.batches]
 
@@ -209,7 +210,7 @@ class OrtOptimizationsCheck(Check):
 
     def run(self, ctx: AuditContext) -> list[Finding]:
         ref_run, ref = reference_outputs(ctx)
-        opt_run: Runner = ctx.model.ort.run
+        opt_run: Runner = ctx.runnable.ort.run
         scan = ctx.peek("activation-scan")
         if isinstance(scan, ActivationScan):  # the tapped pass already ran the optimized session
             opt = list(scan.outputs)
@@ -264,7 +265,7 @@ class NumpyEngineCheck(Check):
         if missing:
             raise SkipCheck(f"the numpy engine has no forward for {', '.join(missing)} (see graph.gradient-support)")
         ref_run, ref = reference_outputs(ctx)
-        engine = ctx.model.engine
+        engine = ctx.runnable.engine
 
         def numpy_run(feeds: Mapping[str, np.ndarray], taps: Sequence[str]) -> dict[str, np.ndarray]:
             names = list(dict.fromkeys(list(g.output_names) + list(taps)))

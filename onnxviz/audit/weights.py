@@ -9,6 +9,7 @@ nodes and folded constant subgraphs (so dequantized int8 weights too), as
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ __all__ = [
     "BN_VARIANCE_MAX",
     "EXTREME_MAGNITUDE",
     "FLOAT16_MAX",
+    "near_parallel_pairs",
     "weight_tensors",
 ]
 
@@ -204,6 +206,57 @@ class DeadFiltersCheck(Check):
         return found
 
 
+#: Orthonormal projection width of the near-parallel screen; filters with at most eight times
+#: as many weights are compared exactly (the full Gram matrix is as cheap then: measured on
+#: ResNet-50's shapes, the screen takes 0.35x the Gram's time at d = 4608, 0.9x at d = 512).
+_SCREEN_DIMS = 64
+#: Candidate pairs are checked exactly in chunks of this many.
+_PAIR_CHUNK = 4096
+
+
+def near_parallel_pairs(unit: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``i < j`` of the rows of ``unit`` (unit vectors) with ``unit[i] . unit[j] > threshold``,
+    in row-major order, with their cosines.
+
+    Wide rows are screened first: for unit vectors ``|u - v|^2 = 2 - 2 cos``, and a projection
+    with orthonormal rows never lengthens a vector, so every pair above the threshold has
+    ``|P u - P v| <= sqrt(2 - 2 threshold)``; only pairs within that radius (plus a rounding
+    margin) in ``_SCREEN_DIMS`` directions are checked in full. Each direction is a random-sign
+    sum over a disjoint random group of the weights, divided by the root of the group size
+    (orthonormal rows, a sparse Johnson-Lindenstrauss sketch, no QR needed). No pair is missed,
+    and the cost is ``n^2 * 64`` instead of ``n^2 * d`` (ResNet-50's 3x3 layers: d = 4608).
+    ``P`` comes from a fixed seed, so results are reproducible.
+    """
+    n, d = unit.shape
+    if d <= 8 * _SCREEN_DIMS:
+        return _gram_pairs(unit, threshold)
+    rng = np.random.default_rng(0)
+    group = rng.permutation(d) % _SCREEN_DIMS  # each weight goes to one of the directions
+    proj = np.zeros((d, _SCREEN_DIMS), dtype=unit.dtype)
+    proj[np.arange(d), group] = rng.choice(np.array([-1.0, 1.0], dtype=unit.dtype), d)
+    proj /= np.sqrt(np.bincount(group, minlength=_SCREEN_DIMS)).astype(unit.dtype)
+    q = unit @ proj
+    sq = np.einsum("ij,ij->i", q, q)
+    dist2 = sq[:, None] + sq[None, :] - 2 * (q @ q.T)
+    radius = math.sqrt(max(0.0, 2 - 2 * threshold)) * 1.01 + 1e-3
+    a, b = np.nonzero(np.triu(dist2 <= radius * radius, k=1))
+    del dist2
+    if a.size > n * n // 16:  # most pairs are candidates (e.g. constant-filled weights)
+        return _gram_pairs(unit, threshold)
+    cos = np.empty(a.size, dtype=unit.dtype)
+    for s in range(0, a.size, _PAIR_CHUNK):
+        i, j = a[s : s + _PAIR_CHUNK], b[s : s + _PAIR_CHUNK]
+        cos[s : s + _PAIR_CHUNK] = np.einsum("ij,ij->i", unit[i], unit[j])
+    keep = cos > threshold
+    return a[keep], b[keep], cos[keep]
+
+
+def _gram_pairs(unit: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    cos = unit @ unit.T
+    a, b = np.nonzero(np.triu(cos > threshold, k=1))
+    return a, b, cos[a, b]
+
+
 class DuplicateFiltersCheck(Check):
     """Pairs of filters within one convolution with cosine similarity above 0.999 (warning).
 
@@ -225,20 +278,13 @@ class DuplicateFiltersCheck(Check):
             if live.size < 2:
                 continue
             unit = f[live] / norms[live, None]
-            cos = unit @ unit.T
-            close = np.triu(cos > DUPLICATE_COSINE, k=1)
-            count = int(np.count_nonzero(close))
+            rows, cols, cos = near_parallel_pairs(unit, DUPLICATE_COSINE)
+            count = int(rows.size)
             if count == 0:
                 continue
-            involved = int(np.count_nonzero(close.any(axis=0) | close.any(axis=1)))
-            max_cos = float(np.max(cos, where=close, initial=-1.0))
-            pairs: list[list[int]] = []
-            for a in np.flatnonzero(close.any(axis=1)):  # first pairs only: a layer may have millions
-                pairs.extend([int(live[a]), int(live[b])] for b in np.flatnonzero(close[a]))
-                if len(pairs) >= _MAX_LISTED:
-                    break
-            pairs = pairs[:_MAX_LISTED]
-            del cos, close
+            involved = int(np.unique(np.concatenate([rows, cols])).size)
+            max_cos = float(cos.max())
+            pairs = [[int(live[i]), int(live[j])] for i, j in zip(rows[:_MAX_LISTED], cols[:_MAX_LISTED])]
             found.append(
                 self.finding(
                     "warning",

@@ -190,3 +190,44 @@ def test_cli_escapes_control_characters_in_model_strings(tmp_path: Path, capsys:
     assert main(["audit", path, "-q", "--checks", "activations.ranges,graph"]) == 0
     out = capsys.readouterr().out
     assert "line one\nline two" not in out and "\\n" in out
+
+
+# ---------------------------------------------------------------------------- batching
+def test_a_freed_fixed_batch_audits_its_inputs_in_one_pass_with_the_same_findings() -> None:
+    from onnxviz.audit import AuditContext, AuditSettings
+    from onnxviz.model import Model
+
+    x = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    model = Model.from_proto(models.fixed_flatten_cnn())
+    ctx = AuditContext(model, x, AuditSettings())
+    assert ctx.runnable is model.batch_free is not None
+    assert [b["input"].shape[0] for b in ctx.batches] == [8]
+    one = AuditContext(model, x, AuditSettings(batch_size=3))
+    assert [b["input"].shape[0] for b in one.batches] == [3, 3, 2]
+
+    # the rewrite cannot free this one: one sample per pass, as the model declares
+    sliced = Model.from_proto(models.fixed_flatten_cnn(slice_batch=True))
+    ctx = AuditContext(sliced, x, AuditSettings())
+    assert ctx.runnable is sliced
+    assert [b["input"].shape[0] for b in ctx.batches] == [1] * 8
+
+    checks = ["activations", "runtime"]
+    whole = audit(Model.from_proto(models.fixed_flatten_cnn()), x, checks=checks)
+    single = audit(Model.from_proto(models.fixed_flatten_cnn()), x, checks=checks, batch_size=1)
+    assert [(f.check, f.message) for f in whole.findings] == [(f.check, f.message) for f in single.findings]
+    ranges = [f for f in whole.findings if f.check == "activations.ranges"]
+    assert ranges and ranges[0].evidence == next(f for f in single.findings if f.check == "activations.ranges").evidence
+
+
+def test_split_batches_respects_fixed_batches_and_unbatched_inputs() -> None:
+    from onnxviz.audit.runner import split_batches
+    from onnxviz.model import Model
+
+    free = Model.from_proto(models.tiny_cnn())
+    x = np.zeros((8, 3, 32, 32), np.float32)
+    assert [b["input"].shape[0] for b in split_batches(free, {"input": x}, 3)] == [3, 3, 2]
+    assert [b["input"].shape[0] for b in split_batches(free, {"input": x}, None)] == [8]
+    fixed8 = Model.from_proto(models.tiny_cnn(batch=8))
+    assert [b["input"].shape[0] for b in split_batches(fixed8, {"input": x}, 3)] == [8]
+    fixed2 = Model.from_proto(models.tiny_cnn(batch=2))
+    assert [b["input"].shape[0] for b in split_batches(fixed2, {"input": x}, 3)] == [2, 2, 2, 2]

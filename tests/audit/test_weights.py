@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import helper, numpy_helper
 
+from onnxviz.audit.weights import DUPLICATE_COSINE, near_parallel_pairs
 from tests import models
 from tests.audit.helpers import findings, initializer, one_conv, set_initializer
 
@@ -35,6 +37,30 @@ def test_denormal_weights() -> None:
     (f,) = findings(_tiny_with("conv2.weight", plant), "weights.denormal")
     assert f.severity == "warning" and f.tensor == "conv2.weight" and f.evidence["denormal"] == 27
     assert findings(models.tiny_cnn(), "weights.denormal") == []
+
+
+@pytest.mark.parametrize("width", [72, 4608])
+def test_near_parallel_screen_finds_exactly_the_brute_force_pairs(width: int) -> None:
+    """The projection screen (wide filters) and the Gram path (narrow ones) give the same pairs,
+    in the same order, as the full cosine matrix: planted copies at cosines just above and just
+    below the threshold, a scaled copy, and random filters."""
+    rng = np.random.default_rng(3)
+    f = rng.standard_normal((300, width)).astype(np.float32)
+    for k, target in enumerate([0.9995, 0.99905, 0.9985, 0.998, 0.99999]):
+        # f[20 + k] at cosine `target` from f[k]: mix with a component orthogonal to it
+        u = f[k] / np.linalg.norm(f[k])
+        o = rng.standard_normal(width)
+        o -= (o @ u) * u
+        o /= np.linalg.norm(o)
+        f[20 + k] = 3.0 * (target * u + np.sqrt(1 - target**2) * o)
+    f[299] = 0.5 * f[7]
+    unit = f / np.linalg.norm(f, axis=1, keepdims=True)
+    cos = unit.astype(np.float64) @ unit.T.astype(np.float64)
+    want = [(int(a), int(b)) for a, b in zip(*np.nonzero(np.triu(cos > DUPLICATE_COSINE, k=1)))]
+    rows, cols, got_cos = near_parallel_pairs(unit, DUPLICATE_COSINE)
+    assert list(zip(rows.tolist(), cols.tolist())) == want
+    assert want == [(0, 20), (1, 21), (4, 24), (7, 299)]
+    np.testing.assert_allclose(got_cos, cos[rows, cols], atol=1e-6)
 
 
 def test_dead_and_duplicate_filters_of_the_audit_model() -> None:
