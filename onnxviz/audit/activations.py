@@ -80,26 +80,54 @@ def probe_inputs(model: Model, settings: AuditSettings) -> tuple[dict[str, np.nd
 
 
 # ------------------------------------------------------------------------------------ tapping
-def tap_plan(ctx: AuditContext, names: Sequence[str]) -> list[list[str]]:
-    """``names`` in chunks whose tapped size for one batch stays under the memory budget."""
+def _tap_sizes(ctx: AuditContext, names: Sequence[str]) -> list[int]:
+    """Bytes of each tensor in ``names`` for the first batch (a 32nd of the budget when unknown)."""
     model = ctx.model
     first = ctx.batches[0]
     infos = ctx.shared("shapes", lambda: model.infer_shapes({k: v.shape for k, v in first.items()}))
     unknown = max(1, ctx.settings.budget_bytes // 32)
-    chunks: list[list[str]] = [[]]
-    used = 0
+    sizes = []
     for name in names:
         info = infos.get(name)
         if info is not None and info.shape is not None and all(isinstance(d, int) for d in info.shape):
-            size = int(np.prod(info.shape, dtype=np.int64)) * max(1, info.dtype.itemsize)
+            sizes.append(int(np.prod(info.shape, dtype=np.int64)) * max(1, info.dtype.itemsize))
         else:
-            size = unknown
+            sizes.append(unknown)
+    return sizes
+
+
+def tap_plan(ctx: AuditContext, names: Sequence[str], samples: int | None = None) -> list[list[str]]:
+    """``names`` in chunks whose tapped size for one batch (of ``samples`` samples when given)
+    stays under the memory budget."""
+    sizes = _tap_sizes(ctx, names)
+    if samples is not None:
+        sizes = [s * samples // max(1, _samples(ctx.batches[0])) for s in sizes]
+    chunks: list[list[str]] = [[]]
+    used = 0
+    for name, size in zip(names, sizes):
         if chunks[-1] and used + size > ctx.settings.budget_bytes:
             chunks.append([])
             used = 0
         chunks[-1].append(name)
         used += size
     return [c for c in chunks if c]
+
+
+def _samples(batch: Mapping[str, np.ndarray]) -> int:
+    first = next(iter(batch.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
+
+
+def _cut(batch: Mapping[str, np.ndarray], step: int) -> list[dict[str, np.ndarray]]:
+    """``batch`` in pieces of at most ``step`` samples (whole when any input has no batch axis)."""
+    n = _samples(batch)
+    if n <= step or any(v.ndim == 0 or v.shape[0] != n for v in batch.values()):
+        return [dict(batch)]
+    return [{k: v[i : i + step] for k, v in batch.items()} for i in range(0, n, step)]
+
+
+def _join(values: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(values) if values[0].ndim else values[0]
 
 
 Runner = Callable[[Mapping[str, np.ndarray], Sequence[str]], Mapping[str, np.ndarray]]
@@ -209,14 +237,17 @@ def activation_scan(ctx: AuditContext) -> ActivationScan:
         ctx.require_ort()
         g = ctx.model.graph
         names = [n for n in g.tensor_names() if n not in g.input_names]
-        chunks = tap_plan(ctx, names)
-        batches = ctx.batches
+        # Every tensor of a pass is tapped at once when the budget allows: each extra chunk
+        # costs a whole forward, so batches are cut to the samples whose tensors fit in one.
+        per_sample = sum(_tap_sizes(ctx, names)) // max(1, _samples(ctx.batches[0]))
+        step = max(1, ctx.settings.budget_bytes // max(1, per_sample))
+        batches = [part for b in ctx.batches for part in _cut(b, step)]
         per_batch_sample = max(1024, _PERCENTILE_SAMPLE // len(batches))
         acc: dict[str, _Accumulator] = {}
-        outputs: list[dict[str, np.ndarray]] = []
+        parts: list[dict[str, np.ndarray]] = []
         for batch in batches:
             outs: dict[str, np.ndarray] = {}
-            for chunk in chunks:
+            for chunk in tap_plan(ctx, names, _samples(batch)):
                 values = ctx.runnable.ort.run(batch, chunk)
                 for name in g.output_names:
                     outs.setdefault(name, values[name])
@@ -232,7 +263,11 @@ def activation_scan(ctx: AuditContext) -> ActivationScan:
                         acc[name] = _Accumulator(name, op, "" if node is None else node.label, kind, _SATURATING.get(op), per_batch_sample)
                     acc[name].add(v)
                 del values
-            outputs.append(outs)
+            parts.append(outs)
+        outputs: list[dict[str, np.ndarray]] = []
+        for b in ctx.batches:  # the graph outputs again per audit batch, as the runtime checks split them
+            pieces = [parts.pop(0) for _ in _cut(b, step)]
+            outputs.append(pieces[0] if len(pieces) == 1 else {k: _join([p[k] for p in pieces]) for k in pieces[0]})
         return ActivationScan(tuple(acc[n].summary() for n in names if n in acc), tuple(outputs))
 
     return ctx.shared("activation-scan", scan)

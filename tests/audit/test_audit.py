@@ -231,3 +231,15 @@ def test_split_batches_respects_fixed_batches_and_unbatched_inputs() -> None:
     assert [b["input"].shape[0] for b in split_batches(fixed8, {"input": x}, 3)] == [8]
     fixed2 = Model.from_proto(models.tiny_cnn(batch=2))
     assert [b["input"].shape[0] for b in split_batches(fixed2, {"input": x}, 3)] == [2, 2, 2, 2]
+
+
+def test_a_batch_whose_tensors_exceed_the_budget_is_scanned_in_pieces_with_the_same_findings() -> None:
+    from onnxviz.model import Model
+
+    x = np.random.default_rng(1).standard_normal((6, 3, 32, 32)).astype(np.float32)
+    checks = ["activations", "runtime"]
+    whole = audit(Model.from_proto(models.tiny_cnn()), x, checks=checks)
+    # tiny_cnn taps ~107 kB a sample: with 100 kB a pass, one sample per pass, in two chunks
+    cut = audit(Model.from_proto(models.tiny_cnn()), x, checks=checks, budget_bytes=100_000)
+    assert [(f.check, f.message, f.evidence) for f in whole.findings] == [(f.check, f.message, f.evidence) for f in cut.findings]
+    assert any(f.check == "activations.ranges" for f in whole.findings)
