@@ -40,6 +40,7 @@ __all__ = [
     "array_to_image",
     "PreparedInputs",
     "prepare_inputs",
+    "probe_inputs",
 ]
 
 Layout = Literal["NCHW", "NHWC"]
@@ -674,6 +675,61 @@ def _split_named(s: str, names: Sequence[str], listing: str) -> tuple[str | None
             hint=f"the model's inputs are {listing}",
         )
     return None, s
+
+
+def probe_inputs(
+    infos: Sequence[TensorInfo],
+    samples: int = 8,
+    *,
+    seed: int = 0,
+    size: int = 224,
+    preset: str = "imagenet",
+    blob: int = 8,
+) -> tuple[dict[str, np.ndarray], str]:
+    """A seeded probe set (for audits and diffs run without inputs) and its description.
+
+    Image inputs (rank 4, NCHW or NHWC, 1/3/4 channels) get smooth random images: coarse blobs
+    of ``blob`` pixels (0.7) plus pixel noise (0.3) in [0, 1], through ``preset`` (the model's
+    input range and normalisation); other float inputs standard normal values; integer inputs
+    zeros. Open dims: the batch is ``samples``, spatial dims ``size``, anything else 1; a fixed
+    batch that divides ``samples`` becomes ``samples`` (the caller runs it in pieces), any other
+    fixed batch is kept.
+    """
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    images = False
+    for info in infos:
+        shape = list(info.shape) if info.shape is not None else [samples, 3, size, size]
+        if shape and isinstance(shape[0], int) and 0 < shape[0] < samples and samples % shape[0] == 0:
+            shape[0] = samples
+        layout = detect_layout(info)
+        spatial = () if layout is None else ((2, 3) if layout == "NCHW" else (1, 2))
+        colour = None if layout is None else (1 if layout == "NCHW" else 3)
+        dims = [
+            d if isinstance(d, int) and d > 0 else (samples if a == 0 else size if a in spatial else 3 if a == colour else 1)
+            for a, d in enumerate(shape)
+        ]
+        if layout is not None and info.dtype.kind == "f":
+            c = dims[1] if layout == "NCHW" else dims[3]
+            if c in (1, 3, 4):
+                h, w = dims[spatial[0]], dims[spatial[1]]
+                pre = Preprocess(layout=layout, channels=c, size=(h, w), preset=preset)
+                batch = []
+                for _ in range(dims[0]):
+                    coarse = rng.uniform(size=(h // blob + 2, w // blob + 2, c))
+                    blobs = np.repeat(np.repeat(coarse, blob, axis=0), blob, axis=1)[:h, :w]
+                    img = np.clip(0.7 * blobs + 0.3 * rng.uniform(size=(h, w, c)), 0.0, 1.0)
+                    batch.append(image_to_array(img.astype(np.float32), pre))
+                feeds[info.name] = np.stack(batch).astype(info.dtype)
+                images = True
+                continue
+        if info.dtype.kind == "f":
+            feeds[info.name] = rng.standard_normal(dims).astype(info.dtype)
+        else:
+            feeds[info.name] = np.zeros(dims, dtype=info.dtype)
+    n = next((int(v.shape[0]) for v in feeds.values() if v.ndim), samples)
+    kind = f"random images ({preset} preset)" if images else "random arrays"
+    return feeds, f"generated probe set: {n} {kind}, seed {seed}"
 
 
 def _is_npy(path: str) -> bool:

@@ -787,3 +787,27 @@ def _npz(d: Path) -> str:
     p = d / "arrs.npz"
     np.savez(p, x=np.zeros(3))
     return str(p)
+
+
+def test_probe_inputs_shapes_ranges_and_seed() -> None:
+    from onnxviz.inputs import probe_inputs
+    from onnxviz.model import Model
+    from tests import models
+
+    nchw = Model.from_proto(models.tiny_cnn(batch=2)).inputs
+    feeds, what = probe_inputs(nchw, 8, seed=3, size=40, blob=16)
+    x = feeds["input"]
+    assert x.shape == (8, 3, 32, 32) and x.dtype == np.float32  # fixed batch 2 divides 8; fixed 32x32 kept
+    assert what == "generated probe set: 8 random images (imagenet preset), seed 3"
+    # ImageNet normalisation of [0, 1] pixels
+    assert -2.2 < x.min() < -1.0 and 1.5 < x.max() < 2.7
+    np.testing.assert_array_equal(probe_inputs(nchw, 8, seed=3, size=40, blob=16)[0]["input"], x)
+    assert not np.array_equal(probe_inputs(nchw, 8, seed=4, size=40, blob=16)[0]["input"], x)
+    assert probe_inputs(Model.from_proto(models.tiny_cnn(batch=3)).inputs, 8)[0]["input"].shape[0] == 3
+
+    nhwc = Model.from_proto(models.tf2onnx_nhwc()).inputs
+    (name,) = [i.name for i in nhwc]
+    assert probe_inputs(nhwc, 2, size=24)[0][name].shape[-1] == 3
+
+    arrays, what = probe_inputs(Model.from_proto(models.non_image_mlp()).inputs, 5)
+    assert what.startswith("generated probe set: 5 random arrays") and all(v.shape[0] == 5 for v in arrays.values())

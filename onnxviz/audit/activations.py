@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..inputs import Preprocess, detect_layout, image_to_array
+from ..inputs import probe_inputs as make_probe
 from ..model import Model
 from .findings import Finding
 from .runner import AuditContext, AuditSettings, Check
@@ -43,40 +43,9 @@ _MAX_LISTED = 32
 
 # ------------------------------------------------------------------------------------- inputs
 def probe_inputs(model: Model, settings: AuditSettings) -> tuple[dict[str, np.ndarray], str]:
-    """Seeded random inputs: images (smooth blobs plus pixel noise in [0, 1], through the
-    ImageNet preprocessing) for rank-4 inputs, standard normal floats for other float inputs,
-    zeros for integer ones. Open dims: the batch is ``probe_samples``, spatial dims
-    ``probe_size``, anything else 1."""
-    rng = np.random.default_rng(settings.seed)
-    n = settings.probe_samples
-    feeds: dict[str, np.ndarray] = {}
-    for info in model.inputs:
-        shape = list(info.shape) if info.shape is not None else [n, 3, settings.probe_size, settings.probe_size]
-        if shape and isinstance(shape[0], int) and 0 < shape[0] < n and n % shape[0] == 0:
-            shape[0] = n  # a fixed small batch: the audit runs the probe set in pieces of it
-        layout = detect_layout(info)
-        if layout is not None:
-            spatial = (2, 3) if layout == "NCHW" else (1, 2)
-            dims = [d if isinstance(d, int) and d > 0 else (n if a == 0 else settings.probe_size if a in spatial else 3) for a, d in enumerate(shape)]
-            c = dims[1] if layout == "NCHW" else dims[3]
-            if info.dtype.kind == "f" and c in (1, 3, 4):
-                h, w = dims[spatial[0]], dims[spatial[1]]
-                images = []
-                for _ in range(dims[0]):
-                    coarse = rng.uniform(size=(h // 16 + 2, w // 16 + 2, c))
-                    blobs = np.repeat(np.repeat(coarse, 16, axis=0), 16, axis=1)[:h, :w]
-                    img = np.clip(0.7 * blobs + 0.3 * rng.uniform(size=(h, w, c)), 0, 1)
-                    images.append(image_to_array(img.astype(np.float32), Preprocess(layout=layout, channels=c, size=(h, w))))
-                feeds[info.name] = np.stack(images).astype(info.dtype)
-                continue
-        else:
-            dims = [d if isinstance(d, int) and d > 0 else (n if a == 0 else 1) for a, d in enumerate(shape)]
-        if info.dtype.kind == "f":
-            feeds[info.name] = rng.standard_normal(dims).astype(info.dtype)
-        else:
-            feeds[info.name] = np.zeros(dims, dtype=info.dtype)
-    kinds = "images" if any(detect_layout(i) is not None for i in model.inputs) else "arrays"
-    return feeds, f"generated probe set: random {kinds}, seed {settings.seed}"
+    """The audit's probe set (:func:`onnxviz.inputs.probe_inputs`: ``probe_samples`` images of
+    16-pixel blobs and noise seeded by ``seed``, spatial dims ``probe_size`` where open)."""
+    return make_probe(model.inputs, settings.probe_samples, seed=settings.seed, size=settings.probe_size, blob=16)
 
 
 # ------------------------------------------------------------------------------------ tapping

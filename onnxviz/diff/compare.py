@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import InputError, UnsupportedOpError
 from ..graph import TensorInfo
-from ..inputs import Preprocess, detect_layout, image_to_array
+from ..inputs import probe_inputs as make_probe
 from ..kernels import ConvKernels, conv_kernels
 from ..model import Model
 from .match import Matching, TensorPair, match_tensors
@@ -67,44 +67,9 @@ def probe_inputs(
     preset: str = "imagenet",
     size: int = 224,
 ) -> tuple[dict[str, np.ndarray], str]:
-    """A seeded probe set and its description.
-
-    Image inputs (rank 4, NCHW or NHWC, 1/3/4 channels) get smooth random images (coarse blobs
-    plus pixel noise in [0, 1]) through ``preset`` (the model's input range and normalisation);
-    other float inputs standard normal values; integer inputs zeros. Open dims: the batch is
-    ``samples``, spatial dims ``size``, anything else 1.
-    """
-    rng = np.random.default_rng(seed)
-    feeds: dict[str, np.ndarray] = {}
-    images = False
-    for info in model.inputs:
-        shape = list(info.shape) if info.shape is not None else [samples, 3, size, size]
-        layout = detect_layout(info)
-        spatial = () if layout is None else ((2, 3) if layout == "NCHW" else (1, 2))
-        dims = [
-            samples if a == 0 else (d if isinstance(d, int) and d > 0 else (size if a in spatial else 1))
-            for a, d in enumerate(shape)
-        ]
-        if layout is not None and info.dtype.kind == "f":
-            c = dims[1] if layout == "NCHW" else dims[3]
-            if c in (1, 3, 4):
-                h, w = dims[spatial[0]], dims[spatial[1]]
-                pre = Preprocess(layout=layout, channels=c, size=(h, w), preset=preset)
-                batch = []
-                for _ in range(samples):
-                    coarse = rng.uniform(size=(h // 8 + 2, w // 8 + 2, c))
-                    blobs = np.repeat(np.repeat(coarse, 8, axis=0), 8, axis=1)[:h, :w]
-                    img = np.clip(0.7 * blobs + 0.3 * rng.uniform(size=(h, w, c)), 0.0, 1.0)
-                    batch.append(image_to_array(img.astype(np.float32), pre))
-                feeds[info.name] = np.stack(batch).astype(info.dtype)
-                images = True
-                continue
-        if info.dtype.kind == "f":
-            feeds[info.name] = rng.standard_normal(dims).astype(info.dtype)
-        else:
-            feeds[info.name] = np.zeros(dims, dtype=info.dtype)
-    kind = f"random images ({preset} preset)" if images else "random arrays"
-    return feeds, f"generated probe set: {samples} {kind}, seed {seed}"
+    """The diff's seeded probe set and its description (:func:`onnxviz.inputs.probe_inputs`,
+    images of 8-pixel blobs and noise through ``preset``)."""
+    return make_probe(model.inputs, samples, seed=seed, size=size, preset=preset, blob=8)
 
 
 # ------------------------------------------------------------------------------------ main
