@@ -27,6 +27,7 @@ DeepDream (:func:`dream`) follows the Caffe notebook: octaves, jitter by rolling
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -201,24 +202,44 @@ def image_input(
     return info, preprocess, (int(hw[0]), int(hw[1])), False
 
 
+#: How much Lucid's standard transforms enlarge an image (pad 12 a side, jitter 8 and 4): the
+#: size a fixed-size model's convolutional part is checked to run at before it renders natively.
+TRANSFORM_MARGIN = 12
+
+
 def model_at_size(
-    model: Model, obj: Objective, input_name: str | None, preprocess: Preprocess | None, size: tuple[int, int] | None
+    model: Model,
+    obj: Objective,
+    input_name: str | None,
+    preprocess: Preprocess | None,
+    size: tuple[int, int] | None,
+    *,
+    margin: int = 0,
 ) -> tuple[Model, Preprocess | None]:
-    """For a model exported at a fixed size asked to render at another ``size``: the fully
-    convolutional part the objective reads, with free spatial dims, and the original model's
-    preprocessing (Lucid renders at its parametrization's size whatever the training size).
-    Unchanged when no size is asked, the model's size is free or already that size, or the part
-    does not run at another size (then :func:`image_input` explains)."""
-    if size is None or len(model.inputs) != 1 or not obj.tensors:
+    """For a model exported at a fixed size: the fully convolutional part the objective reads,
+    with free spatial dims, and the original model's preprocessing, when it is asked to render
+    at another ``size`` or to take images that transforms enlarge (``margin`` > 0: Lucid's
+    transforms pad 12 pixels a side, jitter 8 and 4), so that the transformed images reach the
+    layer as they are instead of being resized back to the model's size (Lucid renders at its
+    parametrization's size whatever the training size). The part is checked to reproduce the
+    model at its own size and to run at ``size + margin``. Unchanged when the model's size is
+    free, when nothing changes the size, or when the part does not run at other sizes (then
+    :func:`image_input` explains a size that differs, and transforms end with a resize)."""
+    if len(model.inputs) != 1 or not obj.tensors:
         return model, preprocess
     info = model.input(input_name)
     pre = preprocess if preprocess is not None else Preprocess.from_model(info)
     fixed = _static_size(pre, info)
-    if fixed is None or tuple(size) == fixed:
+    if fixed is None:
+        return model, preprocess
+    target = fixed if size is None else (int(size[0]), int(size[1]))
+    if target == fixed and margin <= 0:
         return model, preprocess
     axes = (2, 3) if pre.layout == "NCHW" else (1, 2)
-    free = model.size_free(obj.tensors, axes, tuple(size))
-    return (free, pre) if free is not None else (model, preprocess)
+    free = model.size_free(obj.tensors, axes, (target[0] + margin, target[1] + margin))
+    if free is None:
+        return model, preprocess
+    return free, (pre if size is not None else dataclasses.replace(pre, size=fixed))
 
 
 def _static_size(preprocess: Preprocess, info: Any) -> tuple[int, int] | None:
@@ -332,13 +353,14 @@ def visualize(
 
     ``param``: ``"fft"`` (Fourier, decorrelated colour, sigmoid), ``"pixel"``, or a
     :class:`~onnxviz.maximize.param.Parametrization`. ``size``: the image size (default: the model's
-    static input size, else 128x128); on a model exported at a fixed size, another size is
-    rendered natively (no resize) when the objective's tensors come from a fully convolutional
-    part of the model, run with free spatial dims (checked to reproduce the model at its size).
-    ``transforms``: ``"standard"`` (Lucid's list), ``None``/``()`` for none, or a sequence of
-    transforms; for models with a fixed input size a final bilinear
-    :class:`~onnxviz.maximize.transforms.Resize` back to that size is appended (models with
-    dynamic spatial dims get the transformed size, as in Lucid). ``preprocess``: how [0, 1]
+    static input size, else 128x128). ``transforms``: ``"standard"`` (Lucid's list),
+    ``None``/``()`` for none, or a sequence of transforms; the transformed (enlarged) images
+    reach the model at their own size, as in Lucid. On a model exported at a fixed size that
+    holds when the objective's tensors come from a part of the model that runs at any size
+    (convolutions, pooling, global pooling; :func:`model_at_size`, checked to reproduce the
+    model at its size), which also lets such a model render at another ``size``; otherwise a
+    final bilinear :class:`~onnxviz.maximize.transforms.Resize` back to the model's size is
+    appended. ``preprocess``: how [0, 1]
     images map to the model input; by default :meth:`Preprocess.from_model` (layout and channels
     from the input, ``imagenet`` value range and mean/std). ``batch``: number of images; by
     default the objective's (``channel(t, [c0..c7])`` gives 8) or 1. ``init``: starting
@@ -350,7 +372,15 @@ def visualize(
     obj = as_objective(objective)
     if steps < 0:
         raise InputError(f"steps must be >= 0, got {steps}")
-    model, preprocess = model_at_size(model, obj, input_name, preprocess, size)
+    if transforms == "standard":
+        tlist: tuple[Transform, ...] = standard_transforms()
+    elif transforms is None:
+        tlist = ()
+    elif isinstance(transforms, str):
+        raise InputError(f"unknown transforms {transforms!r}", hint="use 'standard', None or a list")
+    else:
+        tlist = tuple(transforms)
+    model, preprocess = model_at_size(model, obj, input_name, preprocess, size, margin=TRANSFORM_MARGIN if tlist else 0)
     info, pre, hw, fixed = image_input(model, input_name, preprocess, size)
     n = batch if batch is not None else (obj.batch or 1)
     if obj.batch is not None and n != obj.batch:
@@ -366,14 +396,6 @@ def visualize(
             f"the parametrization makes {p.height}x{p.width}x{p.channels} images, the model takes "
             f"{hw[0]}x{hw[1]}x{pre.channels}"
         )
-    if transforms == "standard":
-        tlist: tuple[Transform, ...] = standard_transforms()
-    elif transforms is None:
-        tlist = ()
-    elif isinstance(transforms, str):
-        raise InputError(f"unknown transforms {transforms!r}", hint="use 'standard', None or a list")
-    else:
-        tlist = tuple(transforms)
     if fixed:
         tlist = tlist + (Resize(hw),)
     mi = ModelInput(pre)

@@ -23,6 +23,7 @@ from onnxviz.maximize import (
 )
 from onnxviz.maximize import objectives as O
 from onnxviz.maximize.optimize import Evaluator, redirected_relu_vjp
+from onnxviz.maximize.transforms import Resize
 from tests import models
 from tests.maximize import gabor_cnn
 
@@ -195,6 +196,25 @@ def test_linear_seeds_built_before_the_forward_give_the_same_step(objective: O.O
         seed = objective.seed_array(name, ev._shapes[x.shape][name], np.float32)
         linear = all(t.linear for _, t in objective.terms if t.tensor == name)
         assert (seed is not None) == linear
+
+
+def test_fixed_size_model_takes_transformed_images_natively_at_its_own_size() -> None:
+    """Without a size, a fixed 32x32 model still renders its convolutional layers natively: the
+    transforms' enlarged images (pad 12, jitter, scale) reach relu2 unresized, as in Lucid.
+    Its logits too (global pooling makes the head size-free); behind a Reshape to [1, -1] and a
+    Gemm sized for 8x8 they are not, and the transformed images are resized back to 8x8."""
+    model = Model.from_proto(models.tiny_cnn(batch=1))
+    vis = visualize(model, channel("relu2", [0, 3]), steps=2, rng=1)
+    assert vis.images.shape == (2, 32, 32, 3) and vis.inputs.shape == (2, 3, 32, 32)
+    assert not any("Resize" in t for t in vis.settings.transforms)
+    np.testing.assert_allclose(vis.final, evaluate(model, channel("relu2", [0, 3]), vis.inputs), rtol=1e-5)
+    logits = visualize(model, class_logit("logits", 2), steps=2, rng=1)
+    assert not any("Resize" in t for t in logits.settings.transforms)
+    flat = visualize(Model.from_proto(models.fixed_flatten_cnn()), class_logit("logits", 2), steps=2, rng=1)
+    assert flat.settings.transforms[-1] == repr(Resize((8, 8)))
+    # without transforms nothing changes size: the model itself runs (its resize is the identity)
+    plain = visualize(model, channel("relu2", 0), steps=2, rng=1, transforms=None)
+    assert plain.settings.transforms == (repr(Resize((32, 32))),)
 
 
 def test_fixed_size_model_renders_a_conv_layer_at_another_size() -> None:
