@@ -361,3 +361,12 @@ def test_attribution_section_degrades_to_forward_only_methods() -> None:
     assert "onnxruntime" in saliency.error  # the hint says what still works
     assert not occlusion.error and len(occlusion.tiles) == 2
     assert "Could not run on this model" in render_html(data)
+
+
+def test_sample_labels_are_file_names_unless_two_share_one() -> None:
+    from onnxviz.report.data import _sample_labels
+
+    assert _sample_labels(["/data/cats/a.png", "b.npy"], 2) == ["a.png", "b.npy"]
+    assert _sample_labels(["x/a.png", "y/a.png"], 2) == ["x/a.png", "y/a.png"]
+    assert _sample_labels(["/data/batch.npy"], 3) == ["batch.npy[0]", "batch.npy[1]", "batch.npy[2]"]
+    assert _sample_labels(["a.png", "b.png"], 3) == ["sample 0", "sample 1", "sample 2"]

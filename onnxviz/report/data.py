@@ -23,6 +23,7 @@ import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -485,10 +486,13 @@ def _per_sample_shapes(model: Model, feeds: Mapping[str, np.ndarray]) -> dict[st
 
 
 def _sample_labels(sources: Sequence[str], batch: int) -> list[str]:
-    if len(sources) == batch:
-        return [str(s) for s in sources]
-    if len(sources) == 1:
-        return [f"{sources[0]}[{i}]" for i in range(batch)]
+    """One caption per sample: the input's file name (the path as given when two share a name)."""
+    names = [Path(str(s)).name or str(s) for s in sources]
+    shown = names if len(set(names)) == len(names) else [str(s) for s in sources]
+    if len(shown) == batch:
+        return shown
+    if len(shown) == 1:
+        return [f"{shown[0]}[{i}]" for i in range(batch)]
     return [f"sample {i}" for i in range(batch)]
 
 
