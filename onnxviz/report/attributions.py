@@ -21,15 +21,13 @@ from ..methods.base import Explanation, channel_axis
 from ..methods.evaluation import deletion_insertion, randomization_test
 from ..methods.registry import METHODS, get_method
 from ..model import Model
-from .data import Section, TocEntry
 from .panels import CLIP_PERCENTILE, OVERLAY_ALPHA, display_images
+from .sections import Image, Section, TocEntry
 
-__all__ = ["DEFAULT_METHODS", "AttributionTile", "AttributionPanel", "AttributionsSection", "attribution_section"]
+__all__ = ["DEFAULT_METHODS", "AttributionPanel", "AttributionTile", "AttributionsSection", "attribution_section"]
 
 #: Methods in a report by default: each runs in about one forward + backward pass.
 DEFAULT_METHODS: tuple[str, ...] = ("saliency", "gradcam", "guided_gradcam")
-
-Image = np.ndarray
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..audit.findings import SEVERITIES, AuditResult, Finding
-from .data import Section, TocEntry
+from .sections import Section, TocEntry
 
 __all__ = ["AuditFinding", "AuditGroup", "AuditSection", "audit_section"]
 

@@ -35,7 +35,7 @@ from ..errors import InputError, OnnxvizError, TargetError
 from ..graph import Graph
 from ..kernels import ConvKernels, conv_kernels
 from ..maximize import channel, class_logit, l2, visualize
-from .data import Section, TocEntry
+from .sections import Image, Section, TocEntry, shape_str
 
 if TYPE_CHECKING:
     from ..inputs import Preprocess
@@ -52,8 +52,6 @@ __all__ = [
     "estimated_gmacs",
     "featurevis_section",
 ]
-
-Image = np.ndarray
 
 #: Tiles are drawn (nearest-neighbour upscaled) to at least this edge.
 TILE_PX = 96
@@ -324,10 +322,6 @@ def _top_patches(
 # building
 
 
-def _shape_str(shape: Sequence[Any]) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
 def _size_for(info: Any, opts: FeatureVisOptions, pre: Preprocess) -> tuple[tuple[int, int] | None, str]:
     """``(size to ask visualize for, description)``: a fixed-size model is optimized at its size."""
     shape = info.shape or ()
@@ -446,7 +440,7 @@ def _layer_panel(
         if act is None:
             act = _probe(model, layer, pre, size)
         if act.ndim != 4:
-            raise TargetError(f"layer {layer!r} has shape {_shape_str(act.shape)}; channel galleries need a rank-4 tensor")
+            raise TargetError(f"layer {layer!r} has shape {shape_str(act.shape)}; channel galleries need a rank-4 tensor")
         n_ch = int(act.shape[1])
         if view is not None:
             means = np.nan_to_num(act.mean(axis=(2, 3)), nan=-np.inf)  # (N, C)
@@ -492,7 +486,7 @@ def _layer_panel(
             )
         )
     return FeatureVisLayer(
-        id=pid, tensor=layer, op_type=op, shape=_shape_str(act.shape[1:]), objective=vis.settings.objective,
+        id=pid, tensor=layer, op_type=op, shape=shape_str(act.shape[1:]), objective=vis.settings.objective,
         channels_total=n_ch, tiles=tuple(tiles), kernel_note=kernel_note, patch_note=patch_note,
         error="",
     )
@@ -540,7 +534,7 @@ def _class_panel(
     try:
         scores = model.run(view.feeds, taps=[tensor])[tensor]
         if scores.ndim < 2:
-            raise TargetError(f"{tensor!r} has shape {_shape_str(scores.shape)}; class scores need (N, K)")
+            raise TargetError(f"{tensor!r} has shape {shape_str(scores.shape)}; class scores need (N, K)")
         flat = scores.reshape(scores.shape[0], -1)
         order = np.argsort(-np.nan_to_num(flat, nan=-np.inf), axis=1, kind="stable")
         classes: list[int] = []
@@ -574,7 +568,7 @@ def _class_panel(
         f"the top classes of the inputs (up to {opts.classes}). Activation = the class score reached."
     )
     return FeatureVisLayer(
-        id=pid, tensor=tensor, op_type="class model", shape=_shape_str(scores.shape[1:]),
+        id=pid, tensor=tensor, op_type="class model", shape=shape_str(scores.shape[1:]),
         objective=vis.settings.objective, channels_total=int(flat.shape[1]), tiles=tuple(tiles),
         kernel_note="", patch_note=note, error="",
     )
