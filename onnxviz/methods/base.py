@@ -149,9 +149,21 @@ def upsample_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([resize(m.astype(np.float64), size, method="bilinear") for m in maps]).astype(maps.dtype)
 
 
-def chunks(n: int, size: int) -> Iterator[slice]:
-    """Slices covering ``range(n)`` in pieces of at most ``size`` (bounds memory of batched work)."""
+def chunks(n: int, size: int, *, balanced: bool = False) -> Iterator[slice]:
+    """Slices covering ``range(n)`` in pieces of at most ``size`` (bounds memory of batched work).
+
+    ``balanced``: as few pieces, of sizes differing by at most one (50 rows by 16: 13, 13, 12,
+    12 rather than 16, 16, 16, 2, whose small last pass runs at a poor rate per row)."""
     size = max(1, int(size))
+    if balanced and n > size:
+        count = -(-n // size)
+        base, extra = divmod(n, count)
+        start = 0
+        for i in range(count):
+            stop = start + base + (i < extra)
+            yield slice(start, stop)
+            start = stop
+        return
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
 

@@ -110,8 +110,8 @@ class GradientMethod(Method):
         chunks of exactly that size (rows are a multiple of it: N equals it, rows are N x steps).
         """
         dtype = np.dtype(self.dtype)
-        size = model.batch_limit or self.batch_size
-        for sl in chunks(len(sample_of), size):
+        limit = model.batch_limit
+        for sl in chunks(len(sample_of), limit or self.batch_size, balanced=limit is None):
             idx = sample_of[sl]
             x = np.asarray(build(sl), dtype=dtype)
             w = np.ones(len(idx)) if weights is None else np.asarray(weights[sl], dtype=np.float64)

@@ -455,3 +455,18 @@ def test_registry_names_match_classes() -> None:
     for key, cls in METHODS.items():
         assert cls.name == key
         assert (cls.__doc__ or "").strip(), f"{cls.__name__} has no docstring naming its paper and variant"
+
+
+def test_balanced_chunks_cover_the_rows_in_near_equal_pieces() -> None:
+    from onnxviz.methods.base import chunks
+
+    def sizes(n: int, size: int, balanced: bool) -> list[int]:
+        pieces = list(chunks(n, size, balanced=balanced))
+        assert [p.start for p in pieces] == [0] + [p.stop for p in pieces[:-1]] and pieces[-1].stop == n
+        return [p.stop - p.start for p in pieces]
+
+    assert sizes(50, 16, False) == [16, 16, 16, 2]
+    assert sizes(50, 16, True) == [13, 13, 12, 12]
+    assert sizes(48, 16, True) == [16, 16, 16]
+    assert sizes(7, 16, True) == [7]
+    assert sizes(17, 16, True) == [9, 8]
