@@ -1,11 +1,12 @@
 """Micro benchmark: the numpy engine's Conv forward and input gradient against onnxruntime's Conv.
 
-For every distinct conv layer of ResNet-50 at 224x224 (and MobileNet-style depthwise 3x3 layers),
+For every distinct conv layer of ResNet-50 at 224x224 (and DenseNet-121's growth convs and
+MobileNet-style depthwise 3x3 layers),
 at batch 1 and 8, prints the best-of-N wall time of our forward, of our input gradient (what
 every saliency map pays per conv layer), and of onnxruntime running a one-node Conv model with
 the weight as an initializer, plus the ratios to onnxruntime. Run on the target machine (2 cores)::
 
-    python benchmarks/bench_conv.py [--batch 1 8] [--repeat 9] [--only resnet|depthwise]
+    python benchmarks/bench_conv.py [--batch 1 8] [--repeat 9] [--only resnet|densenet|depthwise]
 
 On a machine shared with other busy processes, multithreaded BLAS degrades badly (its threads
 wait for each other); ``OPENBLAS_NUM_THREADS=1 python benchmarks/bench_conv.py --threads 1``
@@ -69,6 +70,14 @@ RESNET50 = [
     Layer("l4 3x3 512", 512, 512, 7, 3, 1),
     Layer("l4 1x1 512>2048", 512, 2048, 7, 1, 1),
     Layer("l4 1x1 2048>512", 2048, 512, 7, 1, 1),
+]
+
+# DenseNet-121's 3x3 growth convs (128 -> 32): many more input than output channels.
+DENSENET = [
+    Layer("dn 3x3 128>32 @56", 128, 32, 56, 3, 1),
+    Layer("dn 3x3 128>32 @28", 128, 32, 28, 3, 1),
+    Layer("dn 3x3 128>32 @14", 128, 32, 14, 3, 1),
+    Layer("dn 3x3 128>32 @7", 128, 32, 7, 3, 1),
 ]
 
 DEPTHWISE = [
@@ -149,12 +158,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeat", type=int, default=9)
-    parser.add_argument("--only", choices=["resnet", "depthwise"])
+    parser.add_argument("--only", choices=["resnet", "densenet", "depthwise"])
     parser.add_argument("--threads", type=int, default=0,
                         help="onnxruntime intra-op threads (0 = one per core); for a 1-thread "
                         "comparison also set OPENBLAS_NUM_THREADS=1 for numpy")
     args = parser.parse_args()
-    layers = {"resnet": RESNET50, "depthwise": DEPTHWISE}.get(args.only, RESNET50 + DEPTHWISE)
+    layers = {"resnet": RESNET50, "densenet": DENSENET, "depthwise": DEPTHWISE}.get(
+        args.only, RESNET50 + DENSENET + DEPTHWISE)
     run(layers, args.batch, args.repeat, args.threads)
 
 

@@ -1,8 +1,10 @@
 """Run an ONNX graph in numpy, record a tape, and go backward over it.
 
-The forward runs only the nodes the requested tensors need. The tape records only the nodes on a
-path from a ``wrt`` tensor to a seeded tensor; every other intermediate is dropped as soon as its
-last consumer has run, and each tape entry is dropped as soon as the backward has passed it.
+The forward runs only the nodes the requested tensors need, as a cached :mod:`.plan` that fuses
+chains of nodes nothing can observe (Conv + BatchNormalization + Relu and the like). The tape
+records only the nodes on a path from a ``wrt`` tensor to a seeded tensor (those always run
+alone); every other intermediate is dropped as soon as its last consumer has run, and each tape
+entry is dropped as soon as the backward has passed it.
 
 The forward can also be taken from onnxruntime (``forward="onnxruntime"``, float32 only): the
 tensors the tape needs are tapped from one onnxruntime run and the backward rules run in numpy
@@ -14,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Union
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Literal, Union
 import numpy as np
 
 from ...errors import ExecutionError, InputError, TargetError, UnsupportedOpError
+from .plan import FoldCache, Plan, Step, build_plan, run_fused, run_head
 from .registry import NON_DIFFERENTIABLE, REGISTRY, VALUE_BLOCKING, Call, VjpFn
 
 if TYPE_CHECKING:
@@ -63,11 +67,13 @@ def _tune_allocator() -> None:
 
 
 _ALLOCATOR_TUNED = False
+_PLAN_CACHE_SIZE = 32
 
 
 class NumpyEngine:
     """The numpy interpreter and reverse-mode autodiff for one graph (stateless between calls
-    except for a cache of constants cast to each dtype)."""
+    except for bounded caches: constants cast to each dtype, forward plans per request, and
+    weights with folded per-channel affine maps, see :mod:`.plan`)."""
 
     def __init__(self, graph: Graph, *, ort: object | None = None) -> None:
         global _ALLOCATOR_TUNED
@@ -77,6 +83,10 @@ class NumpyEngine:
         self.graph = graph
         self._ort = ort
         self._constants: dict[np.dtype, dict[str, np.ndarray]] = {}
+        self._plans: OrderedDict[tuple[frozenset[str], frozenset[int]], Plan] = OrderedDict()
+        # room for one folded copy of every float weight in float32 and one in float64
+        float_values = sum(v.size for v in graph.constants.values() if v.dtype.kind == "f")
+        self._folds = FoldCache(12 * float_values)
 
     # ------------------------------------------------------------------ helpers
     def constants(self, dtype: np.dtype) -> dict[str, np.ndarray]:
@@ -129,6 +139,18 @@ class NumpyEngine:
         env, _ = self._forward(self._feeds(feeds, dtype), set(outputs), frozenset(), dtype)
         return {name: env[name] for name in outputs}
 
+    def _plan(self, targets: set[str], on_path: frozenset[int]) -> Plan:
+        key = (frozenset(targets), on_path)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = build_plan(self.graph, key[0], on_path)
+            self._plans[key] = plan
+            if len(self._plans) > _PLAN_CACHE_SIZE:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
+        return plan
+
     def _forward(
         self,
         env_in: dict[str, np.ndarray],
@@ -139,61 +161,61 @@ class NumpyEngine:
     ) -> tuple[dict[str, np.ndarray], list[tuple[Node, Call]]]:
         g = self.graph
         consts = self.constants(dtype)
-        nodes = [n for n in g.ancestors(targets) if any(o in g.dynamic for o in n.outputs)]
-        last_use: dict[str, int] = {}
-        for k, n in enumerate(nodes):
-            for name in n.inputs:
-                if name:
-                    last_use[name] = k
+        plan = self._plan(targets, on_path)
         env = dict(env_in)
         tape: list[tuple[Node, Call]] = []
-        for k, n in enumerate(nodes):
-            args: list[np.ndarray | None] = []
-            for name in n.inputs:
-                if not name:
-                    args.append(None)
-                elif name in env:
-                    args.append(env[name])
-                elif name in consts:
-                    args.append(consts[name])
-                else:
-                    raise ExecutionError(
-                        f"node {n.label!r} ({n.op_type}) needs tensor {name!r}, which nothing produced",
-                        hint="the model may be invalid; check it with onnx.checker",
-                    )
-            fn = REGISTRY.get_forward(n.op_type, g.opset) if n.domain in ("", "ai.onnx") else None
-            if fn is None:
-                raise UnsupportedOpError(n.op_type, n.label, g.opset, reason="has no numpy forward")
-            if n.op_type == "BatchNormalization" and g.opset < 14 and sum(1 for o in n.outputs if o) > 1:
-                # Before opset 14 only the extra running-statistics outputs mark training mode.
-                raise UnsupportedOpError(
-                    n.op_type,
-                    n.label,
-                    g.opset,
-                    reason="is in training mode (it has running-statistics outputs)",
-                    hint="export the model in eval mode (model.eval() in PyTorch)",
+
+        for k, step in enumerate(plan.steps):
+            n = step.nodes[0]
+
+            def value(name: str, step: Step = step) -> np.ndarray:
+                if name in env:
+                    return env[name]
+                if name in consts:
+                    return consts[name]
+                raise ExecutionError(
+                    f"node {step.nodes[0].label!r} ({step.nodes[0].op_type}) needs tensor {name!r}, "
+                    "which nothing produced",
+                    hint="the model may be invalid; check it with onnx.checker",
                 )
+
+            args: list[np.ndarray | None] = [value(name) if name else None for name in n.inputs]
+            if step.head is not None:
+                if REGISTRY.get_forward(n.op_type, g.opset) is None or n.domain not in ("", "ai.onnx"):
+                    raise UnsupportedOpError(n.op_type, n.label, g.opset, reason="has no numpy forward")
+                if n.op_type == "BatchNormalization" and g.opset < 14 and sum(1 for o in n.outputs if o) > 1:
+                    # Before opset 14 only the extra running-statistics outputs mark training mode.
+                    raise UnsupportedOpError(
+                        n.op_type,
+                        n.label,
+                        g.opset,
+                        reason="is in training mode (it has running-statistics outputs)",
+                        hint="export the model in eval mode (model.eval() in PyTorch)",
+                    )
             try:
-                result = fn(*args, **n.attrs)
-            except (UnsupportedOpError, InputError, TargetError):
+                if step.fused:
+                    outs: tuple[np.ndarray, ...] = (run_fused(step, value, g.opset, dtype, self._folds),)
+                else:
+                    outs = run_head(step, args, g.opset)
+            except (UnsupportedOpError, InputError, TargetError, ExecutionError):
                 raise
             except Exception as e:
                 shapes = [None if a is None else list(a.shape) for a in args]
+                fused = ", fused with " + ", ".join(m.op_type for m in step.nodes[1:]) if step.fused else ""
                 raise ExecutionError(
-                    f"numpy forward of node {n.label!r} ({n.op_type}, opset {g.opset}) failed on input shapes "
-                    f"{shapes}: {e}",
+                    f"numpy forward of node {n.label!r} ({n.op_type}{fused}, opset {g.opset}) failed on input "
+                    f"shapes {shapes}: {e}",
                     hint="check the input shape; if it is right, this is a bug in onnxviz's numpy engine",
                 ) from e
-            outs = result if isinstance(result, tuple) else (result,)
-            for name, value in zip(n.outputs, outs):
+            for name, out in zip(step.outputs, outs):
                 if name:
-                    env[name] = value
+                    env[name] = out
             if n.index in on_path:
                 needs = needs_of(n) if needs_of else tuple(False for _ in n.inputs)
                 outs_kept = tuple(outs[: len(n.outputs)])
                 tape.append((n, Call(n.op_type, tuple(args), outs_kept, n.attrs, needs, n.label, g.opset)))
-            for name in n.inputs:
-                if name and last_use.get(name) == k and name in env and name not in targets:
+            for name in step.inputs:
+                if plan.last_use.get(name) == k and name in env and name not in targets:
                     del env[name]
         return env, tape
 

@@ -14,6 +14,8 @@ maps those are about ten times slower than one more vectorised pass.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import special
@@ -56,9 +58,22 @@ def _two_slopes(g: Array, upper: Array, high: float | Array, low: float | Array)
 # --- the Relu family ---------------------------------------------------------------------------
 
 
+def relu_into(X: Array, out: Array | None = None) -> Array:
+    """``max(X, 0)`` into ``out`` (``out=X`` runs in place, as the engine's fused steps do).
+
+    Floats go through ``clip(X, 0, inf)``: numpy's ``maximum`` against a scalar has no SIMD loop
+    (measured 3.4x slower than ``clip`` on a float32 256x56x56 map). Values are identical, NaN
+    included; only a ``-0.0`` input stays ``-0.0`` instead of becoming ``+0.0`` (they compare
+    equal, and the VJP's ``Y > 0`` cannot tell them apart).
+    """
+    if X.dtype.kind == "f":
+        return np.clip(X, 0, np.inf, out=out)
+    return np.maximum(X, 0, out=out)
+
+
 @forward("Relu", since=6)
 def relu(X: Array) -> Array:
-    return np.maximum(X, 0)
+    return relu_into(X)
 
 
 @vjp("Relu", since=6)
@@ -408,12 +423,42 @@ def _clip_input_grad(gY: Array, below: Array | None, above: Array | None) -> Arr
     return np.multiply(gY, kept)
 
 
+def clip_into(
+    X: Array, lo: Array | float | None, hi: Array | float | None, out: Array | None = None
+) -> Array:
+    """``Min(hi, Max(X, lo))`` into ``out`` (``out=X`` runs in place); a missing bound is no bound.
+
+    Floats go through one ``np.clip`` (the same values as ``maximum`` then ``minimum``, NaN and
+    ``lo > hi`` included, in one SIMD pass instead of two scalar-broadcast ones, which numpy runs
+    3-7x slower); a ``-0.0`` input clipped at a bound of 0 stays ``-0.0``.
+    """
+    if lo is None and hi is None:
+        if out is None or out is X:
+            return X
+        np.copyto(out, X)
+        return out
+    if X.dtype.kind == "f":
+        return np.clip(X, -np.inf if lo is None else lo, np.inf if hi is None else hi, out=out)
+    y = np.maximum(X, lo, out=out) if lo is not None else np.minimum(X, hi, out=out)
+    if lo is not None and hi is not None:
+        np.minimum(y, hi, out=y)
+    return y
+
+
+def clip_bounds(
+    opset: int, inputs: Sequence[Array | None], attrs: Mapping[str, Any]
+) -> tuple[Any, Any]:
+    """The ``(min, max)`` a Clip node's registered forward uses (attributes before opset 11,
+    optional inputs from then on; ``None`` is no bound)."""
+    if opset < 11:
+        return attrs.get("min", -_FLT_MAX), attrs.get("max", _FLT_MAX)
+    return (*inputs, None, None)[:2]
+
+
 @forward("Clip", since=6)
 def clip_6(input: Array, *, min: float = -_FLT_MAX, max: float = _FLT_MAX) -> Array:
     """Clip-6: the bounds are attributes."""
-    out = np.maximum(input, min)
-    np.minimum(out, max, out=out)
-    return out
+    return clip_into(input, min, max)
 
 
 @vjp("Clip", since=6)
@@ -427,12 +472,7 @@ def clip_6_vjp(call: Call, gY: Array) -> Grads:
 def clip(input: Array, min: Array | None = None, max: Array | None = None) -> Array:
     """``Min(max, Max(input, min))``; a missing bound is no bound. With min > max every element
     becomes max, as the spec says."""
-    if min is None and max is None:
-        return input
-    out = np.maximum(input, min) if min is not None else np.minimum(input, max)
-    if min is not None and max is not None:
-        np.minimum(out, max, out=out)
-    return out
+    return clip_into(input, min, max)
 
 
 @vjp("Clip", since=11)

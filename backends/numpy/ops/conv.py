@@ -4,9 +4,11 @@ The geometry and the kernels live in :mod:`.conv_kernels`. Every op resolves its
 into a frozen :class:`ConvGeometry` that the forward and the VJP both read, so the two directions
 cannot disagree about pads, strides, dilations or groups. Three kernels do all the arithmetic:
 
-- :func:`conv_forward`: im2col (a strided window view copied once per batch block into a reused
-  buffer) and one BLAS matrix product per block; 1x1 convolutions are a plain matmul without
-  im2col; depthwise convolutions loop over the kernel taps with a broadcast multiply-add.
+- :func:`conv_forward`: 1x1 convolutions are a plain matmul; depthwise convolutions one
+  broadcast multiply-add per kernel tap over the input's stride phases; the rest either one BLAS
+  product per row of the kernel over a buffer that copies only the other kernel axes'
+  windows ("row products"), or im2col (a strided window view copied once per batch block) and
+  one product per block, whichever moves less memory (see ``_use_row_products``).
 - :func:`conv_input_grad`: the adjoint of :func:`conv_forward` (= ConvTranspose): one matmul with
   the transposed kernel, then a scatter-add per kernel tap (col2im).
 - :func:`conv_weight_grad`: the im2col columns against the output cotangent.
@@ -48,10 +50,7 @@ def conv(
 ) -> Array:
     """N-d grouped convolution (cross-correlation, as ONNX and every framework define it)."""
     g = conv_geometry(X.shape, W.shape, kernel_shape, strides, dilations, pads, auto_pad, group)
-    y = conv_forward(X, W, g)
-    if B is not None:
-        y += bias_shape(B, len(g.kernel))
-    return y
+    return conv_forward(X, W, g, B)
 
 
 forward("Conv", since=11)(conv)  # opset 11 only clarified the auto_pad / kernel_shape text
