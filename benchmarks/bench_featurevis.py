@@ -19,6 +19,10 @@ layers is extrapolated from the measured step (x 512), for the numpy forward and
 ``forward="onnxruntime"`` variant (onnxruntime forward with taps + numpy backward).
 
 Steps are timed after ``--warmup`` steps (default 24), in the steady state a long run is in.
+Under each row, the step's parts (median ms over the timed steps, clocked inside the same
+steps): the parametrization's forward and VJP, the transforms' forward and VJP, the model-input
+mapping both ways, Adam, their sum (the numpy side) and, in parentheses, the compiled
+onnxruntime forward + backward between them.
 
 Usage: python benchmarks/bench_featurevis.py [--repeat 2] [--batch 16] [--size 128] [--warmup 24] [--quick]
 """
@@ -96,8 +100,15 @@ def truncate(proto: onnx.ModelProto, layer: str, *, dynamic_hw: bool) -> Model:
     return Model.from_proto(sub)
 
 
-def one_step(model: Model, layer: str, batch: int, size: int, forward: str) -> tuple[Callable[[], None], tuple[int, int]]:
-    """A closure doing one optimization step (state carried across calls) and the model's size."""
+#: the parts of one step, in order; the one in parentheses is onnxruntime's, the rest numpy's
+PARTS = ("param fwd", "transforms fwd", "input fwd", "(fwd+bwd)", "input vjp", "transforms vjp", "param vjp", "adam")
+
+
+def one_step(
+    model: Model, layer: str, batch: int, size: int, forward: str
+) -> tuple[Callable[[], None], tuple[int, int], dict[str, list[float]]]:
+    """A closure doing one optimization step (state carried across calls), the model's size, and
+    the seconds each part of each call took (:data:`PARTS`), appended per call."""
     info = model.inputs[0]
     pre = Preprocess.from_model(info, size=None)
     fixed = pre.size
@@ -109,17 +120,41 @@ def one_step(model: Model, layer: str, batch: int, size: int, forward: str) -> t
     rng = np.random.default_rng(0)
     params = p.init(batch, rng).astype(np.float32)
     adam = Adam(0.05)
-    state = [params, adam.init(params)]
+    state = [adam.init(params)]
+    parts: dict[str, list[float]] = {name: [] for name in PARTS}
 
-    def step() -> None:
-        image, p_vjp = p.forward(state[0])
+    def step() -> None:  # visualize's loop body, with a clock between the parts
+        clock = [time.perf_counter()]
+
+        def tick(name: str) -> None:
+            clock.append(time.perf_counter())
+            parts[name].append(clock[-1] - clock[-2])
+
+        image, p_vjp = p.forward(params)
+        tick("param fwd")
         timg, t_vjp = compose(tlist, image, rng)
-        x = mi.forward(timg).astype(np.float32)
+        tick("transforms fwd")
+        x = mi.forward(timg).astype(np.float32, copy=False)
+        tick("input fwd")
         _, gx, _ = evaluator(x, image, None)
-        g = t_vjp(mi.vjp(gx.astype(np.float32)))
-        state[0], state[1] = adam.step(state[0], p_vjp(g.astype(np.float32)), state[1])
+        tick("(fwd+bwd)")
+        gi = mi.vjp(gx.astype(np.float32, copy=False))
+        tick("input vjp")
+        g = t_vjp(gi)
+        tick("transforms vjp")
+        gp = p_vjp(g.astype(np.float32, copy=False))
+        tick("param vjp")
+        state[0] = adam.update(params, gp, state[0])
+        tick("adam")
 
-    return step, hw
+    return step, hw, parts
+
+
+def breakdown(parts: dict[str, list[float]]) -> str:
+    """Median milliseconds per part, and the numpy side's total."""
+    ms = {name: statistics.median(v) * 1e3 for name, v in parts.items() if v}
+    numpy_side = sum(v for name, v in ms.items() if not name.startswith("("))
+    return "  ".join(f"{name} {v:.1f}" for name, v in ms.items()) + f"  | numpy side {numpy_side:.1f} ms"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,13 +165,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=512, help="gallery length for the extrapolation")
     parser.add_argument("--quick", action="store_true", help="one layer per model")
     parser.add_argument("--fixed-size", action="store_true", help="ResNet-50 at its fixed 224x224 (image resized)")
-    parser.add_argument("--warmup", type=int, default=24,
-                        help="steps before timing: random scales give models with dynamic spatial dims about a "
-                             "dozen input sizes, each compiled once (the steady state is what a 512-step run sees)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=24,
+        help="steps before timing: random scales give models with dynamic spatial dims about a "
+        "dozen input sizes, each compiled once (the steady state is what a 512-step run sees)",
+    )
     args = parser.parse_args(argv)
     print(f"cpus {os.cpu_count()}, load average at start {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    header = (f"{'model':<13}{'layer':<10}{'channels':>9}{'model in':>10}{'ort_fwd s':>11}{'step s':>9}"
-              f"{'step/fwd':>10}{'hybrid s':>10}{'hyb/fwd':>9}")
+    header = (
+        f"{'model':<13}{'layer':<10}{'channels':>9}{'model in':>10}{'ort_fwd s':>11}{'step s':>9}"
+        f"{'step/fwd':>10}{'hybrid s':>10}{'hyb/fwd':>9}"
+    )
     print(header)
     print("-" * len(header))
     extrapolate: list[tuple[str, float, float]] = []
@@ -148,27 +189,45 @@ def main(argv: list[str] | None = None) -> int:
         for i in picks:
             layer = convs[i]
             model = truncate(proto, layer, dynamic_hw=not (args.fixed_size and name == "resnet50"))
-            step, hw = one_step(model, layer, args.batch, args.size, "numpy")
+            step, hw, parts = one_step(model, layer, args.batch, args.size, "numpy")
             x = np.random.default_rng(0).standard_normal((args.batch, 3, *hw)).astype(np.float32)
             out = model.run(x)[layer]
             ort = timed(functools.partial(model.run, x), args.repeat)
-            t_step = timed(step, args.repeat, args.warmup)
-            hstep, _ = one_step(model, layer, args.batch, args.size, "onnxruntime")
+            for _ in range(args.warmup):
+                step()
+            for v in parts.values():
+                v.clear()
+            t_step = timed(step, args.repeat, 0)
+            hstep, _, _ = one_step(model, layer, args.batch, args.size, "onnxruntime")
             t_h = timed(hstep, args.repeat, args.warmup)
-            print(f"{name:<13}{layer:<10}{out.shape[1]:>9}{f'{hw[0]}x{hw[1]}':>10}{ort:>11.3f}{t_step:>9.2f}"
-                  f"{t_step / ort:>9.1f}x{t_h:>10.2f}{t_h / ort:>8.1f}x", flush=True)
+            print(
+                f"{name:<13}{layer:<10}{out.shape[1]:>9}{f'{hw[0]}x{hw[1]}':>10}{ort:>11.3f}{t_step:>9.2f}"
+                f"{t_step / ort:>9.1f}x{t_h:>10.2f}{t_h / ort:>8.1f}x",
+                flush=True,
+            )
+            print(f"  step parts, ms (median): {breakdown(parts)}", flush=True)
             if name == "resnet50":
-                extrapolate.append((f"{layer} ({i + 1}/{n} conv outputs, {out.shape[1]} ch, {out.shape[2]}x{out.shape[3]})", t_step, t_h))
+                extrapolate.append(
+                    (
+                        f"{layer} ({i + 1}/{n} conv outputs, {out.shape[1]} ch, {out.shape[2]}x{out.shape[3]})",
+                        t_step,
+                        t_h,
+                    )
+                )
     print()
     if args.fixed_size:
-        print(f"ResNet-50 (light): the {args.size}x{args.size} FFT image is resized (bilinear) to the model's fixed "
-              "224x224, as visualize does for fixed-size models without a size.")
+        print(
+            f"ResNet-50 (light): the {args.size}x{args.size} FFT image is resized (bilinear) to the model's fixed "
+            "224x224, as visualize does for fixed-size models without a size."
+        )
     else:
         print(f"Both models run at {args.size}x{args.size} natively (spatial dims freed on the truncated model).")
     print(f"Extrapolated {args.batch}-channel gallery of {args.steps} steps on ResNet-50 (step time x {args.steps}):")
     for label, t_step, t_h in extrapolate:
-        print(f"  {label}: {t_step * args.steps / 60:.1f} min (numpy forward), {t_h * args.steps / 60:.1f} min "
-              "(onnxruntime forward + numpy backward)")
+        print(
+            f"  {label}: {t_step * args.steps / 60:.1f} min (numpy forward), {t_h * args.steps / 60:.1f} min "
+            "(onnxruntime forward + numpy backward)"
+        )
     print(f"load average at end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 

@@ -28,6 +28,7 @@ DeepDream (:func:`dream`) follows the Caffe notebook: octaves, jitter by rolling
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,14 +88,31 @@ class Adam:
         return AdamState(np.zeros_like(params), np.zeros_like(params), 0)
 
     def step(self, params: np.ndarray, grad: np.ndarray, state: AdamState) -> tuple[np.ndarray, AdamState]:
-        """``params + lr * m_hat / (sqrt(v_hat) + eps)`` and the new state."""
+        """``params + lr * m_hat / (sqrt(v_hat) + eps)`` and the new state (inputs untouched)."""
+        params = np.array(params)
+        new = self.update(params, grad, AdamState(np.array(state.m), np.array(state.v), state.t))
+        return params, new
+
+    def update(self, params: np.ndarray, grad: np.ndarray, state: AdamState) -> AdamState:
+        """:meth:`step` in place: ``params``, ``state.m`` and ``state.v`` are overwritten (one
+        scratch array, no temporaries); returns the state with the new step count."""
         t = state.t + 1
-        m = self.beta1 * state.m + (1.0 - self.beta1) * grad
-        v = self.beta2 * state.v + (1.0 - self.beta2) * np.square(grad)
-        m_hat = m / (1.0 - self.beta1**t)
-        v_hat = v / (1.0 - self.beta2**t)
-        new = params + (self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(params.dtype)
-        return new, AdamState(m, v, t)
+        m, v = state.m, state.v
+        tmp = np.multiply(grad, 1.0 - self.beta1, dtype=m.dtype)
+        m *= self.beta1
+        m += tmp
+        np.square(grad, out=tmp, dtype=m.dtype)
+        tmp *= 1.0 - self.beta2
+        v *= self.beta2
+        v += tmp
+        # lr * (m / c1) / (sqrt(v / c2) + eps) = lr * sqrt(c2) / c1 * m / (sqrt(v) + eps * sqrt(c2))
+        c1, c2 = 1.0 - self.beta1**t, math.sqrt(1.0 - self.beta2**t)
+        np.sqrt(v, out=tmp)
+        tmp += self.eps * c2
+        np.divide(m, tmp, out=tmp)
+        tmp *= self.lr * c2 / c1
+        params += tmp.astype(params.dtype, copy=False)
+        return AdamState(m, v, t)
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,17 +438,15 @@ def visualize(
         x = mi.forward(timg).astype(in_dtype, copy=False)
         rules = redirect if step < redirect_relu_steps else None
         vals, gx, gimg = evaluator(x, image, rules)
-        g = np.zeros_like(image)
-        if gx is not None:
-            g = g + t_vjp(mi.vjp(gx.astype(dtype, copy=False)))
+        g = t_vjp(mi.vjp(gx.astype(dtype, copy=False))) if gx is not None else np.zeros_like(image)
         if gimg is not None:
             g = g + gimg
-        params, state = adam.step(params, p_vjp(g.astype(dtype, copy=False)), state)
+        state = adam.update(params, p_vjp(g.astype(dtype, copy=False)), state)  # params in place
         history[step] = vals
         if progress is not None:
             progress(step, vals)
     images, _ = p.forward(params)
-    images = images.astype(np.float32)
+    images = np.ascontiguousarray(images, dtype=np.float32)
     inputs = mi.forward(images.astype(dtype)).astype(in_dtype)
     final, _, _ = evaluator(inputs, images.astype(dtype), None, grad=False)
     settings = VisualizationSettings(

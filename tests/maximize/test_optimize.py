@@ -48,6 +48,25 @@ def test_adam_on_a_quadratic() -> None:
     assert state.t == 2001
 
 
+def test_adam_update_in_place_is_step() -> None:
+    """``update`` (the loop's, in place) and ``step`` (pure) take the same steps."""
+    rng = np.random.default_rng(0)
+    adam = Adam(lr=0.05)
+    p = rng.standard_normal((4, 5)).astype(np.float32)
+    q = p.copy()
+    s_pure, s_inplace = adam.init(p), adam.init(q)
+    for _ in range(5):
+        g = rng.standard_normal(p.shape).astype(np.float32)
+        before = p.copy()
+        p, s_pure = adam.step(p, g, s_pure)
+        assert not np.array_equal(p, before)
+        m_before = s_inplace.m
+        s_inplace = adam.update(q, g, s_inplace)
+        assert s_inplace.m is m_before  # the moments are updated in place
+        np.testing.assert_allclose(q, p, rtol=1e-6, atol=1e-7)
+    assert s_inplace.t == s_pure.t == 5
+
+
 def test_redirected_relu_rule() -> None:
     y = np.array([[0.0, 2.0, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     g = np.array([[1.0, -3.0, -1.0], [2.0, -1.0, 0.5], [4.0, 0.0, -2.0]])

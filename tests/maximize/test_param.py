@@ -94,3 +94,30 @@ def test_errors() -> None:
         ModelInput(Preprocess(channels=4))
     with pytest.raises(InputError, match="expected"):
         FFTParam(4, 4, 3).forward(np.zeros((1, 2, 3, 4, 4)))
+
+
+def test_fft_float32_follows_float64() -> None:
+    """The single-precision path (complex64 FFTs, float32 sigmoid) is the same map."""
+    p = FFTParam(12, 10, 3)
+    params = p.init(3, np.random.default_rng(9)) * 30
+    img64, vjp64 = p.forward(params)
+    img32, vjp32 = p.forward(params.astype(np.float32))
+    assert img32.dtype == np.float32
+    np.testing.assert_allclose(img32, img64, atol=2e-6)
+    g = np.random.default_rng(10).standard_normal(img64.shape)
+    grad32 = vjp32(g.astype(np.float32))
+    assert grad32.dtype == np.float32 and grad32.shape == params.shape
+    np.testing.assert_allclose(grad32, vjp64(g), rtol=1e-4, atol=1e-6 * np.abs(vjp64(g)).max())
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_model_input_reads_any_strides(layout: str) -> None:
+    """Pixel-major views (the transforms' outputs) and C-contiguous batches give the same input."""
+    mi = ModelInput(Preprocess(layout=layout, channels=3, preset="imagenet"))  # type: ignore[arg-type]
+    imgs = np.random.default_rng(11).uniform(0, 1, (4, 6, 5, 3))
+    pm = np.ascontiguousarray(imgs.transpose(1, 2, 0, 3)).transpose(2, 0, 1, 3)
+    np.testing.assert_array_equal(mi.forward(pm), mi.forward(imgs))
+    assert mi.forward(pm).flags.c_contiguous
+    g = np.random.default_rng(12).standard_normal(mi.forward(imgs).shape)
+    back = mi.vjp(g)
+    assert back.shape == imgs.shape and back.transpose(1, 2, 0, 3).flags.c_contiguous
