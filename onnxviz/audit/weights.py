@@ -25,7 +25,8 @@ __all__ = [
     "BN_VARIANCE_MAX",
     "EXTREME_MAGNITUDE",
     "FLOAT16_MAX",
-    "near_parallel_pairs",
+    "ParallelPairs",
+    "near_parallel",
     "weight_tensors",
 ]
 
@@ -214,19 +215,84 @@ _SCREEN_DIMS = 64
 _PAIR_CHUNK = 4096
 
 
-def near_parallel_pairs(unit: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs ``i < j`` of the rows of ``unit`` (unit vectors) with ``unit[i] . unit[j] > threshold``,
-    in row-major order, with their cosines.
+@dataclass(frozen=True)
+class ParallelPairs:
+    """Pairs ``i < j`` of rows with cosine above a threshold: how many, how many rows take part,
+    the largest cosine, and the first ``limit`` pairs in row-major order with their cosines."""
 
-    Wide rows are screened first: for unit vectors ``|u - v|^2 = 2 - 2 cos``, and a projection
-    with orthonormal rows never lengthens a vector, so every pair above the threshold has
-    ``|P u - P v| <= sqrt(2 - 2 threshold)``; only pairs within that radius (plus a rounding
-    margin) in ``_SCREEN_DIMS`` directions are checked in full. Each direction is a random-sign
-    sum over a disjoint random group of the weights, divided by the root of the group size
-    (orthonormal rows, a sparse Johnson-Lindenstrauss sketch, no QR needed). No pair is missed,
-    and the cost is ``n^2 * 64`` instead of ``n^2 * d`` (ResNet-50's 3x3 layers: d = 4608).
-    ``P`` comes from a fixed seed, so results are reproducible.
+    count: int
+    involved: int
+    max_cosine: float
+    pairs: np.ndarray
+    cosines: np.ndarray
+
+
+def near_parallel(unit: np.ndarray, threshold: float, limit: int | None = None) -> ParallelPairs:
+    """The pairs of rows of ``unit`` (unit vectors) with ``unit[i] . unit[j] > threshold``
+    (all of them listed when ``limit`` is None).
+
+    Identical rows (constant-filled weights, copied filters) are compared once: the distinct
+    rows are paired and every pair of rows inherits its rows' distinct pair (identical rows: the
+    cosine of the row with itself), so a layer of 2048 equal filters costs no 2-million-pair
+    list. Wide distinct rows are screened first: for unit vectors ``|u - v|^2 = 2 - 2 cos``, and
+    a projection with orthonormal rows never lengthens a vector, so every pair above the
+    threshold has ``|P u - P v| <= sqrt(2 - 2 threshold)``; only pairs within that radius (plus
+    a rounding margin) in ``_SCREEN_DIMS`` directions are checked in full. Each direction is a
+    random-sign sum over a disjoint random group of the weights, divided by the root of the
+    group size (orthonormal rows, a sparse Johnson-Lindenstrauss sketch, no QR needed). No pair
+    is missed, and the cost is ``n^2 * 64`` instead of ``n^2 * d`` (ResNet-50's 3x3 layers:
+    d = 4608). ``P`` comes from a fixed seed, so results are reproducible.
     """
+    reps, group = _identical_groups(unit)
+    a, b, cos = _distinct_pairs(unit[reps], threshold)
+    size = np.bincount(group, minlength=len(reps)).astype(np.int64)
+    self_cos = np.einsum("ij,ij->i", unit[reps], unit[reps])
+    twins = (size > 1) & (self_cos > threshold)
+    count = int((size * (size - 1) // 2)[twins].sum() + (size[a] * size[b]).sum())
+    part = twins.copy()
+    part[a] = part[b] = True
+    involved = int(size[part].sum())
+    tops = [float(cos.max())] if cos.size else []
+    if twins.any():
+        tops.append(float(self_cos[twins].max()))
+    # the cosine between the groups of any two rows (0 where they do not match)
+    match = np.zeros((len(reps), len(reps)), dtype=unit.dtype)
+    match[a, b] = match[b, a] = cos
+    match[np.flatnonzero(twins), np.flatnonzero(twins)] = self_cos[twins]
+    listed: list[tuple[int, int]] = []
+    values: list[float] = []
+    for i in np.flatnonzero(part[group]):
+        want = None if limit is None else limit - len(listed)
+        if want is not None and want <= 0:
+            break
+        row = match[group[i], group[i + 1 :]]
+        js = np.flatnonzero(row > threshold)[:want]
+        listed.extend((int(i), int(i + 1 + j)) for j in js)
+        values.extend(float(row[j]) for j in js)
+    return ParallelPairs(
+        count=count,
+        involved=involved,
+        max_cosine=max(tops) if tops else float("nan"),
+        pairs=np.array(listed, dtype=np.int64).reshape(-1, 2),
+        cosines=np.array(values, dtype=np.float64),
+    )
+
+
+def _identical_groups(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(representatives, group of each row)`` for groups of exactly equal rows: grouped by a
+    random-projection fingerprint, then checked element by element (a row that only shares the
+    fingerprint gets a group of its own). ``np.unique(axis=0)`` sorts whole rows, ~100x slower."""
+    key = rows.astype(np.float64) @ np.random.default_rng(1).standard_normal(rows.shape[1])
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    odd = np.flatnonzero(~np.all(rows == rows[first[inverse]], axis=1))
+    if odd.size:
+        inverse[odd] = len(first) + np.arange(odd.size)
+        first = np.concatenate([first, odd])
+    return first, inverse
+
+
+def _distinct_pairs(unit: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n, d = unit.shape
     if d <= 8 * _SCREEN_DIMS:
         return _gram_pairs(unit, threshold)
@@ -278,13 +344,13 @@ class DuplicateFiltersCheck(Check):
             if live.size < 2:
                 continue
             unit = f[live] / norms[live, None]
-            rows, cols, cos = near_parallel_pairs(unit, DUPLICATE_COSINE)
-            count = int(rows.size)
+            found_pairs = near_parallel(unit, DUPLICATE_COSINE, _MAX_LISTED)
+            count = found_pairs.count
             if count == 0:
                 continue
-            involved = int(np.unique(np.concatenate([rows, cols])).size)
-            max_cos = float(cos.max())
-            pairs = [[int(live[i]), int(live[j])] for i, j in zip(rows[:_MAX_LISTED], cols[:_MAX_LISTED])]
+            involved = found_pairs.involved
+            max_cos = found_pairs.max_cosine
+            pairs = [[int(live[i]), int(live[j])] for i, j in found_pairs.pairs]
             found.append(
                 self.finding(
                     "warning",

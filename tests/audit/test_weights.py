@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from onnxviz.audit.weights import DUPLICATE_COSINE, near_parallel_pairs
+from onnxviz.audit.weights import DUPLICATE_COSINE, near_parallel
 from tests import models
 from tests.audit.helpers import findings, initializer, one_conv, set_initializer
 
@@ -54,13 +54,28 @@ def test_near_parallel_screen_finds_exactly_the_brute_force_pairs(width: int) ->
         o /= np.linalg.norm(o)
         f[20 + k] = 3.0 * (target * u + np.sqrt(1 - target**2) * o)
     f[299] = 0.5 * f[7]
+    f[250:253] = f[40]  # exact copies: compared once, every pair among them reported
     unit = f / np.linalg.norm(f, axis=1, keepdims=True)
     cos = unit.astype(np.float64) @ unit.T.astype(np.float64)
     want = [(int(a), int(b)) for a, b in zip(*np.nonzero(np.triu(cos > DUPLICATE_COSINE, k=1)))]
-    rows, cols, got_cos = near_parallel_pairs(unit, DUPLICATE_COSINE)
+    found = near_parallel(unit, DUPLICATE_COSINE)
+    rows, cols = found.pairs.T
+    got_cos = found.cosines
     assert list(zip(rows.tolist(), cols.tolist())) == want
-    assert want == [(0, 20), (1, 21), (4, 24), (7, 299)]
+    assert found.count == len(want) and found.involved == 12
+    assert found.max_cosine == pytest.approx(cos[rows, cols].max(), abs=1e-6)
+    assert near_parallel(unit, DUPLICATE_COSINE, 5).pairs.tolist() == [list(p) for p in want[:5]]
+    assert want == [(0, 20), (1, 21), (4, 24), (7, 299), (40, 250), (40, 251), (40, 252), (250, 251), (250, 252), (251, 252)]
     np.testing.assert_allclose(got_cos, cos[rows, cols], atol=1e-6)
+
+
+def test_a_layer_of_identical_filters_is_summarized_without_listing_every_pair() -> None:
+    unit = np.full((2048, 64), 1 / 8, dtype=np.float32)
+    unit[5] = -unit[5]  # anti-parallel: not a duplicate
+    found = near_parallel(unit, DUPLICATE_COSINE, 16)
+    assert found.count == 2047 * 2046 // 2 and found.involved == 2047
+    assert found.pairs.tolist() == [[0, j] for j in (1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)]
+    assert found.max_cosine == pytest.approx(1.0, abs=1e-6)
 
 
 def test_dead_and_duplicate_filters_of_the_audit_model() -> None:
