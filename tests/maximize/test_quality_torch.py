@@ -15,16 +15,21 @@ parametrization, decorrelated colour, standard transforms, Adam 0.05, 128 steps)
 commit:
 
 * channel gallery (channels 0-7): activation over the best of the held-out images and 64
-  random images, 1.40-2.48 (median 1.95); high-frequency energy share 0.08-0.16, white
+  random images, 2.06-3.07 (median 2.72); high-frequency energy share 0.15-0.24, white
   noise 0.81;
-* neuron (the centre unit of channels 0-3): 16-18% of the image's deviation from grey lies
-  in the unit's 8x8 receptive field (6.25% of the image), 52-58% within 4 px of it;
+* neuron (the centre unit of channels 0-3): 16-23% of the image's deviation from grey lies
+  in the unit's 8x8 receptive field (6.25% of the image), 60-63% within 4 px of it;
 * class models (Simonyan, as the report makes them) of 4 classes: logit over the best
   held-out image of the class, 2.10-3.83;
 * ``onnxviz report`` on the export shows the tiles.
 
 The module takes 12-14 s on one core of a quiet machine (the training fixture 5-8 s, each
 optimization 1-3 s), up to 25 s on a busy shared 2-core one.
+
+The export fixes its input at 32x32, but every objective here reads a part of the network that
+runs at any size (convolutions, pooling, global pooling), so :func:`onnxviz.maximize.visualize`
+feeds the transforms' enlarged images natively, as Lucid does. Before that (each step's image
+resized back to 32x32) the gallery reached 1.40-2.48 (median 1.95), HF share 0.08-0.16.
 """
 
 from __future__ import annotations
@@ -269,9 +274,9 @@ def test_gallery_beats_real_and_random_images(
     trained: Trained, gallery: Visualization
 ) -> None:
     """Each channel's activation (mean over space) on its optimized image over the best of
-    the 384 held-out images and 64 random ones (32 uniform, 32 1/f noise): measured 2.14,
-    1.86, 2.48, 1.58, 2.45, 2.04, 1.66, 1.40 (the held-out images are the best reference for
-    all but channels 1 and 5, where a random image is). Training on two threads instead of one
+    the 384 held-out images and 64 random ones (32 uniform, 32 1/f noise): measured 2.76,
+    2.69, 3.07, 2.06, 2.95, 3.06, 2.16, 2.15 (1.40-2.48 when each step's image was resized
+    back to 32x32, see the module docstring). Training on two threads instead of one
     (another float32 summation order) moves them by up to 0.15; other training seeds give a
     unit or two whose optimum is a near-uniform colour, which the data already comes close
     to (ratios 0.6-0.95), hence counts rather than a minimum only."""
@@ -292,14 +297,15 @@ def test_gallery_beats_real_and_random_images(
 
 
 def test_gallery_is_structured(gallery: Visualization) -> None:
-    """Share of spectral energy above half the Nyquist radius: measured 0.08-0.16 (mean
-    0.13) on the 8 images, 0.81 for white noise."""
+    """Share of spectral energy above half the Nyquist radius: measured 0.15-0.24 (mean
+    0.19) on the 8 images, 0.81 for white noise (0.08-0.16 when each step's image was
+    resized back to 32x32, which low-passes it)."""
     shares = np.array([high_frequency_share(im) for im in gallery.images])
     white = high_frequency_share(
         np.random.default_rng(2).uniform(0, 1, (SIZE, SIZE, 3))
     )
     assert white > 0.7
-    assert shares.max() < 0.3 and shares.mean() < 0.2, shares.round(3)
+    assert shares.max() < 0.35 and shares.mean() < 0.27, shares.round(3)
 
 
 def test_neuron_pattern_lives_in_its_receptive_field(
@@ -309,11 +315,10 @@ def test_neuron_pattern_lives_in_its_receptive_field(
 
     Its receptive field (onnxviz.receptive) is the 8x8 box rows/cols 13-20, 6.25% of the
     image, and the gradient of the unit w.r.t. the image spans exactly that box. The
-    optimized images put 16-18% of their deviation from grey inside the box (2.5-2.9 times
-    its area) and 52-58% inside the box grown by 4 px (25% of the image): the pattern is a
-    blob at the field's scale, spread by the transforms' jitter and the shrink from the
-    padded canvas to 32x32. The channel gallery, whose objective averages over space, puts
-    5-8% in the box, as a uniform spread would.
+    optimized images put 16-23% of their deviation from grey inside the box (2.5-3.6 times
+    its area) and 60-63% inside the box grown by 4 px (25% of the image): the pattern is a
+    blob at the field's scale, spread by the transforms' jitter. The channel gallery, whose
+    objective averages over space, puts 5.6% in the box, as a uniform spread would.
     """
     model, layer = trained.model, trained.layer
     rf = receptive_fields(model)[layer]
