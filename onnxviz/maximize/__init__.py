@@ -37,11 +37,13 @@ from .optimize import (
 )
 from .param import FFTParam, ModelInput, PixelParam
 from .transforms import (
+    GeometricTransform,
     Jitter,
     Pad,
     RandomRotate,
     RandomScale,
     Resize,
+    Warp,
     standard_transforms,
 )
 
@@ -50,6 +52,7 @@ __all__ = [
     "Adam",
     "AdamState",
     "FFTParam",
+    "GeometricTransform",
     "Jitter",
     "ModelInput",
     "Objective",
@@ -60,6 +63,7 @@ __all__ = [
     "Resize",
     "Visualization",
     "VisualizationSettings",
+    "Warp",
     "blur",
     "channel",
     "class_logit",
