@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from zoo import MODELS
 
+from onnxviz.batching import free_size
 from onnxviz.inputs import Preprocess
 from onnxviz.maximize import Adam, channel
 from onnxviz.maximize.optimize import Evaluator
@@ -66,38 +67,10 @@ def timed(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
 
 
 def truncate(proto: onnx.ModelProto, layer: str, *, dynamic_hw: bool) -> Model:
-    """The model up to ``layer`` (its only output), with a dynamic batch (and spatial dims).
-
-    Pruned by hand (the nodes ``layer`` depends on and their initializers) rather than with
-    ``onnx.utils.Extractor``, which needs shape-inferred value_infos for every cut point.
-    """
+    """The model up to ``layer`` (its only output), with a dynamic batch (and spatial dims):
+    :func:`onnxviz.batching.free_size`, which ``visualize`` uses for the same cut."""
     graph = Model.from_proto(proto, check=False).graph
-    keep = {n.index for n in graph.ancestors({layer})}
-    sub = onnx.ModelProto()
-    sub.CopyFrom(proto)
-    g = sub.graph
-    nodes = [n for i, n in enumerate(g.node) if i in keep]
-    used = {name for n in nodes for name in n.input}
-    del g.node[:]
-    g.node.extend(nodes)
-    inits = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(inits)
-    kept = {t.name for t in inits} | {g.input[0].name}
-    ins = [v for v in g.input if v.name in kept]  # old IRs list initializers as inputs too
-    del g.input[:]
-    g.input.extend(ins)
-    del g.value_info[:]
-    del g.output[:]
-    g.output.append(onnx.helper.make_tensor_value_info(layer, onnx.TensorProto.FLOAT, ["N", "C", "h", "w"]))
-    dims = g.input[0].type.tensor_type.shape.dim
-    dims[0].Clear()
-    dims[0].dim_param = "N"
-    if dynamic_hw:
-        for d, name in zip(dims[2:], ("H", "W")):
-            d.Clear()
-            d.dim_param = name
-    return Model.from_proto(sub)
+    return Model(free_size(proto, graph, [layer], (2, 3) if dynamic_hw else ()))
 
 
 #: the parts of one step, in order; the one in parentheses is onnxruntime's, the rest numpy's

@@ -131,14 +131,18 @@ def free_size(proto: onnx.ModelProto, graph: Graph, tensors: Sequence[str], axes
     used = {i for n in nodes for i in n.input}
     del g.node[:]
     g.node.extend(nodes)
+    every_init = {t.name for t in g.initializer}
     inits = [t for t in g.initializer if t.name in used]
     del g.initializer[:]
     g.initializer.extend(inits)
+    # the real inputs, and the kept initializers old IRs also list as inputs; an unused
+    # initializer's input entry would otherwise become a required input of the part
     names = {t.name for t in inits}
-    inputs = [v for v in g.input if v.name not in names]
+    inputs = [v for v in g.input if v.name not in every_init or v.name in names]
     del g.input[:]
     g.input.extend(inputs)
-    dims = g.input[0].type.tensor_type.shape.dim  # (extend copied the messages)
+    image = next(v for v in g.input if v.name not in every_init)
+    dims = image.type.tensor_type.shape.dim
     for axis in (0, *axes):
         dims[axis].Clear()
         dims[axis].dim_param = f"{BATCH_PARAM}_{axis}" if axis else BATCH_PARAM

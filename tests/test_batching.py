@@ -87,3 +87,24 @@ def test_methods_on_a_freed_model_match_per_sample() -> None:
     for i in range(3):
         one = explain(m, x[i : i + 1], method="integrated_gradients", target=2, steps=8)
         np.testing.assert_allclose(whole.attributions[i], one.attributions[0], rtol=1e-4, atol=1e-6)
+
+
+def test_size_free_part_of_an_old_ir_model_takes_only_the_image() -> None:
+    """Old IRs list every initializer as a graph input too (the onnx wheel's light models). The
+    part that computes ``relu2`` keeps the initializers it reads, drops the others with their
+    input entries (the head's ``fc.*`` would otherwise become required inputs), frees the image
+    input's batch and spatial axes, and reproduces the model at its own size."""
+    proto = models.tiny_cnn(batch=1)
+    proto.ir_version = 3
+    proto.graph.input.extend(
+        onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in proto.graph.initializer
+    )
+    heads = {t.name for t in proto.graph.initializer} - {i for n in proto.graph.node[:4] for i in n.input}
+    assert heads  # the classifier's weights are not read by relu2
+    model = Model.from_proto(proto)
+    free = model.size_free(("relu2",), (2, 3), (20, 24))
+    assert free is not None
+    assert [i.name for i in free.inputs] == ["input"] and free.inputs[0].shape[2:] != (32, 32)
+    assert not heads & {v.name for v in free.proto.graph.input}
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(free.run(x, ["relu2"])["relu2"], model.run(x, ["relu2"])["relu2"], rtol=1e-5, atol=1e-6)
