@@ -35,7 +35,8 @@ from ..errors import InputError, OnnxvizError, TargetError
 from ..graph import Graph
 from ..kernels import ConvKernels, conv_kernels
 from ..maximize import channel, class_logit, l2, visualize
-from .sections import Image, Section, TocEntry, shape_str
+from .kernels import filter_norms, top_by_norm
+from .sections import Image, Section, TocEntry, shape_str, upscale_for
 
 if TYPE_CHECKING:
     from ..inputs import Preprocess
@@ -249,13 +250,10 @@ def _kernel_tile(k: ConvKernels, c: int) -> tuple[Image | None, str]:
         return None, ""
     note = ""
     if w.shape[0] > KERNEL_MAX_INPUTS:
-        norms = np.sqrt((w**2).reshape(w.shape[0], -1).sum(axis=1))
-        keep = np.sort(np.argsort(-norms, kind="stable")[:KERNEL_MAX_INPUTS])
-        w = w[keep]
+        w = w[top_by_norm(filter_norms(w), KERNEL_MAX_INPUTS)]
         note = f"the {KERNEL_MAX_INPUTS} input channels with the largest L2 norm"
     img = imaging.kernel_image(w)
-    f = max(1, KERNEL_PX // max(img.shape[:2]))
-    return imaging.upscale_nearest(img, f), note
+    return imaging.upscale_nearest(img, upscale_for(max(img.shape[:2]), KERNEL_PX)), note
 
 
 # ------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from .. import imaging
 from ..kernels import ConvKernels
 from .sections import Image, Section, TocEntry, shape_str, upscale_for
 
-__all__ = ["KernelLayer", "KernelsSection", "WeightSummary", "kernels_section"]
+__all__ = ["KernelLayer", "KernelsSection", "WeightSummary", "filter_norms", "kernels_section", "top_by_norm"]
 
 #: A 1x1 convolution's weight matrix is shown for at most this many outputs and inputs.
 MATRIX_CHANNELS = 64
@@ -118,7 +118,7 @@ def _summary_of(k: ConvKernels) -> WeightSummary:
     )
 
 
-def _top_by_norm(norms: np.ndarray, limit: int) -> np.ndarray:
+def top_by_norm(norms: np.ndarray, limit: int) -> np.ndarray:
     """Indices of the ``limit`` largest norms (ties by index), returned in index order."""
     order = np.argsort(-norms, kind="stable")[:limit]
     return np.sort(order)
@@ -187,13 +187,13 @@ def _kernel_layer(k: ConvKernels, number: int, max_channels: int) -> KernelLayer
     )
 
 
-def _filter_norms(w: np.ndarray) -> np.ndarray:
+def filter_norms(w: np.ndarray) -> np.ndarray:
     return np.sqrt((w**2).reshape(w.shape[0], -1).sum(axis=1))
 
 
 def _draw_depthwise(w: np.ndarray, group: int, max_channels: int) -> _Drawing:
     o, _, kh, kw = w.shape
-    filters = _top_by_norm(_filter_norms(w), max_channels)
+    filters = top_by_norm(filter_norms(w), max_channels)
     f = upscale_for(max(kh, kw), FIRST_LAYER_TILE_PX)
     tiles = [imaging.upscale_nearest(_signed_tile(w[i, 0], float(np.abs(w[i, 0]).max())), f) for i in filters]
     caption = (
@@ -225,9 +225,9 @@ def _draw_first_layer(w: np.ndarray) -> _Drawing:
 
 def _draw_matrix(w: np.ndarray) -> _Drawing:
     o, c = w.shape[:2]
-    filters = _top_by_norm(_filter_norms(w), MATRIX_CHANNELS)
+    filters = top_by_norm(filter_norms(w), MATRIX_CHANNELS)
     sub = w[filters, :, 0, 0]
-    channels = _top_by_norm(np.sqrt((sub**2).sum(axis=0)), MATRIX_CHANNELS)
+    channels = top_by_norm(np.sqrt((sub**2).sum(axis=0)), MATRIX_CHANNELS)
     m = sub[:, channels]
     peak = float(np.abs(m).max())
     scaled = np.full(m.shape, 0.5) if peak == 0 else 0.5 + 0.5 * m / peak
@@ -242,9 +242,9 @@ def _draw_matrix(w: np.ndarray) -> _Drawing:
 
 def _draw_grid(w: np.ndarray, group: int, max_channels: int) -> _Drawing:
     o, c, kh, kw = w.shape
-    filters = _top_by_norm(_filter_norms(w), max_channels)
+    filters = top_by_norm(filter_norms(w), max_channels)
     sub = w[filters]
-    channels = _top_by_norm(np.sqrt((sub**2).sum(axis=(0, 2, 3))), max_channels)
+    channels = top_by_norm(np.sqrt((sub**2).sum(axis=(0, 2, 3))), max_channels)
     f = upscale_for(max(kh, kw), KERNEL_TILE_PX)
     tiles: list[np.ndarray] = []
     for row in sub[:, channels]:
