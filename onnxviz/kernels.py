@@ -8,6 +8,7 @@ weight is shown as ``w - w_zero_point`` in integer units (it has no scale).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,22 +66,31 @@ class ConvKernels:
 
 
 def weight_stats(w: np.ndarray, *, filter_axis: int = 0) -> WeightStats:
-    """Statistics of one layer's weights; a dead filter is one whose weights are all exactly zero."""
-    w64 = w.astype(np.float64, copy=False)
-    finite = np.isfinite(w64)
-    vals = w64[finite]
+    """Statistics of one layer's weights; a dead filter is one whose weights are all exactly zero.
+
+    Passes run in the weights' own dtype (sums accumulate in float64); only a layer holding
+    NaN/Inf pays for a masked copy of its finite values.
+    """
+    w = np.asarray(w)
+    if w.size == 0 or w.dtype.kind != "f":
+        w = w.astype(np.float64)
+    lo, hi = (float(w.min()), float(w.max())) if w.size else (math.nan, math.nan)
+    vals = w if math.isfinite(lo) and math.isfinite(hi) else w[np.isfinite(w)]
     if vals.size == 0:
         return WeightStats(int(w.size), float("nan"), float("nan"), float("nan"), float("nan"), 0.0, (), int(w.size))
-    peak = float(np.abs(vals).max())
-    near = float(np.mean(np.abs(vals) < NEAR_ZERO_FRACTION * peak)) if peak > 0 else 1.0
-    per_filter = np.moveaxis(w64, filter_axis, 0).reshape(w.shape[filter_axis], -1)
-    dead = tuple(int(i) for i in np.flatnonzero(np.all(per_filter == 0, axis=1)))
+    if vals is not w:
+        lo, hi = float(vals.min()), float(vals.max())
+    peak = max(abs(lo), abs(hi))
+    near = float(np.count_nonzero(np.abs(vals) < NEAR_ZERO_FRACTION * peak)) / vals.size if peak > 0 else 1.0
+    per_filter = np.moveaxis(w, filter_axis, 0).reshape(w.shape[filter_axis], -1)
+    dead = tuple(int(i) for i in np.flatnonzero(~np.any(per_filter != 0, axis=1)))
+    mean = float(vals.mean(dtype=np.float64))
     return WeightStats(
         count=int(w.size),
-        mean=float(vals.mean()),
-        std=float(vals.std()),
-        min=float(vals.min()),
-        max=float(vals.max()),
+        mean=mean,
+        std=float(vals.std(dtype=np.float64)),
+        min=lo,
+        max=hi,
         near_zero_share=near,
         dead_filters=dead,
         nonfinite=int(w.size - vals.size),

@@ -8,8 +8,8 @@ runs a chain of nodes as one kernel (forward-only runs, and the part of a gradie
 
 - ``Conv`` with constant weights followed by per-channel affine nodes (inference
   ``BatchNormalization``; ``Mul``, ``Add``, ``Sub`` or ``Div`` by a per-channel constant): the
-  affine map is folded into the conv's weight and bias (in float64, rounded once to the run's
-  dtype, cached by the engine in a :class:`FoldCache`);
+  affine map is folded into the conv's weight and bias (the scale composed in float64, the
+  product taken in the run's dtype; cached by the engine in a :class:`FoldCache`);
 - per-channel affine nodes after any other node, or starting a step: one multiply and one add
   for the whole chain, in place on the head's result when that is a fresh buffer;
 - an ``Add`` or ``Sum`` of another input-dependent tensor after that (a residual connection,
@@ -521,9 +521,9 @@ def _folded_conv(
         if composed is None:
             return None
         scale, shift = composed
-        w2 = (w.astype(np.float64) * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(
-            dtype
-        )
+        # in the run's dtype: one pass over the weights (the scale is composed in float64
+        # and rounded once; a float32 product is then within an ulp of the float64 one)
+        w2 = np.multiply(w, scale.astype(dtype).reshape((-1,) + (1,) * (w.ndim - 1)))
         b2 = ((0.0 if b is None else b.astype(np.float64)) * scale + shift).astype(
             dtype
         )
