@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from ..graph import Graph
 
-__all__ = ["OrtBackend"]
+__all__ = ["OrtBackend", "make_session"]
 
 _CACHE_SIZE = 4
 
@@ -55,31 +55,14 @@ class OrtBackend:
         if sess is not None:
             self._sessions.move_to_end(key)
             return sess
-        import onnxruntime as ort
-
         model = onnx.ModelProto()
         model.CopyFrom(self._model)
         present = {o.name for o in model.graph.output}
         for name in outputs:
             if name not in present:
                 model.graph.output.append(helper.make_empty_tensor_value_info(name))
-        opts = ort.SessionOptions()
-        # fatal only: a failing run raises with the same message, which callers turn into named
-        # errors (or an expected "no", e.g. a size probe); the C++ log would print it twice
-        opts.log_severity_level = 4
-        # Threads stop spinning when a run returns (they still spin between the parallel sections
-        # of a run): onnxviz alternates sessions (a forward, then the compiled backward) and numpy
-        # work, and a pool that keeps spinning after its run takes the cores from whatever runs
-        # next (on 2 cores, a plain forward right after a compiled backward took 78 ms, not 50).
-        opts.add_session_config_entry("session.force_spinning_stop", "1")
-        if not self._optimize:
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        if self._threads:
-            opts.intra_op_num_threads = self._threads
         try:
-            sess = ort.InferenceSession(
-                model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
-            )
+            sess = make_session(model, optimize=self._optimize, threads=self._threads)
         except Exception as e:  # onnxruntime raises its own exception types
             raise _session_error(e, self._graph) from e
         self._sessions[key] = sess
@@ -117,6 +100,31 @@ class OrtBackend:
         except Exception as e:
             raise _run_error(e, feeds) from e
         return dict(zip(outputs, values))
+
+
+def make_session(
+    model: onnx.ModelProto, *, optimize: bool = True, threads: int | None = None
+) -> ort.InferenceSession:
+    """An onnxruntime CPU session with onnxviz's options (raises onnxruntime's own exceptions).
+
+    ``optimize=False`` disables every graph optimization.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # fatal only: a failing run raises with the same message, which callers turn into named
+    # errors (or an expected "no", e.g. a size probe); the C++ log would print it twice
+    opts.log_severity_level = 4
+    # Threads stop spinning when a run returns (they still spin between the parallel sections
+    # of a run): onnxviz alternates sessions (a forward, then the compiled backward) and numpy
+    # work, and a pool that keeps spinning after its run takes the cores from whatever runs
+    # next (on 2 cores, a plain forward right after a compiled backward took 78 ms, not 50).
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 _UNKNOWN_OP = re.compile(r"([\w.]*):(\w+)\((-?\d+)\) is not a registered function/op")

@@ -88,7 +88,7 @@ def weight_stats(w: np.ndarray, *, filter_axis: int = 0) -> WeightStats:
     return WeightStats(
         count=int(w.size),
         mean=mean,
-        std=float(vals.std(dtype=np.float64)),
+        std=math.sqrt(max(0.0, float(np.square(vals).sum(dtype=np.float64)) / vals.size - mean * mean)),
         min=lo,
         max=hi,
         near_zero_share=near,

@@ -1,34 +1,42 @@
 """Activation checks over a batch: dead ReLU channels, saturated sigmoid/tanh units, the first
 node that produces NaN/Inf, activation ranges (for quantization) and float16 overflow.
 
-One tapped onnxruntime pass over every input-dependent tensor, in topological order and in
-chunks that stay under the memory budget, feeds all of them (:func:`activation_scan`); only
-small per-tensor summaries are kept. Without given inputs a seeded probe set of random images
-in the model's value range stands in, and every finding says which was used.
+One unoptimized onnxruntime pass over a copy of the model that also computes small per-tensor
+summaries in the graph (:mod:`.summaries`: per-channel max/min/sum, a strided sample,
+near-bound counts) feeds all of them (:func:`activation_scan`); a tensor whose summary shows
+NaN/Inf, or that cannot be reduced in the graph, is tapped whole in a second, exact pass. The
+pass's graph outputs are the runtime checks' unoptimized reference. Without given inputs a
+seeded probe set of random images in the model's value range stands in, and every finding
+says which was used.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..backends.onnxruntime import OrtBackend, make_session
+from ..graph import TensorInfo
 from ..inputs import probe_inputs as make_probe
 from ..model import Model
 from .findings import Finding
 from .runner import AuditContext, AuditSettings, Check
+from .summaries import Reduced, read_probe, summary_model
 
 __all__ = [
     "CHECKS",
-    "TensorSummary",
-    "probe_inputs",
-    "activation_scan",
-    "tap_plan",
-    "ActivationScan",
-    "SATURATION_SHARE",
     "SATURATION_EPS",
+    "SATURATION_SHARE",
+    "ActivationScan",
+    "TensorSummary",
+    "activation_scan",
+    "probe_inputs",
+    "reference_backend",
+    "tap_plan",
 ]
 
 #: A unit is saturated when more than this share of its values lie within SATURATION_EPS of a bound.
@@ -37,8 +45,13 @@ SATURATION_EPS = 1e-3
 #: Bounds of the saturating activations.
 _SATURATING = {"Sigmoid": (0.0, 1.0), "HardSigmoid": (0.0, 1.0), "Tanh": (-1.0, 1.0)}
 _FLOAT16_MAX = 65504.0
-_PERCENTILE_SAMPLE = 1 << 16
+_PERCENTILE_SAMPLE = 1 << 14
 _MAX_LISTED = 32
+#: Tensor bytes one scan pass covers: ResNet-50 (143 MB a sample) runs one sample a pass, which
+#: costs less than eight at once (a big first run pays for growing onnxruntime's arena).
+_SCAN_BYTES = 64 * 2**20
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------- inputs
@@ -49,11 +62,15 @@ def probe_inputs(model: Model, settings: AuditSettings) -> tuple[dict[str, np.nd
 
 
 # ------------------------------------------------------------------------------------ tapping
+def _shapes(ctx: AuditContext) -> Mapping[str, TensorInfo]:
+    """Inferred shapes of every tensor for the first batch (shared)."""
+    first = ctx.batches[0]
+    return ctx.shared("shapes", lambda: ctx.model.infer_shapes({k: v.shape for k, v in first.items()}))
+
+
 def _tap_sizes(ctx: AuditContext, names: Sequence[str]) -> list[int]:
     """Bytes of each tensor in ``names`` for the first batch (a 32nd of the budget when unknown)."""
-    model = ctx.model
-    first = ctx.batches[0]
-    infos = ctx.shared("shapes", lambda: model.infer_shapes({k: v.shape for k, v in first.items()}))
+    infos = _shapes(ctx)
     unknown = max(1, ctx.settings.budget_bytes // 32)
     sizes = []
     for name in names:
@@ -128,11 +145,15 @@ class TensorSummary:
 
 @dataclass(frozen=True)
 class ActivationScan:
-    """The summaries in topological order, and the graph outputs of each batch (optimized
-    onnxruntime), which the runtime checks reuse instead of running the model again."""
+    """The summaries in topological order, and the graph outputs of each batch from the same
+    pass (onnxruntime without graph optimizations), which the runtime checks take as their
+    reference instead of running the model again."""
 
     summaries: tuple[TensorSummary, ...]
-    outputs: tuple[dict[str, np.ndarray], ...]
+    reference: tuple[dict[str, np.ndarray], ...]
+    #: Tensors the second, exact pass read whole: NaN/Inf in their summary, whole taps beyond
+    #: the budget, or every tensor when the summary model cannot run.
+    exact: tuple[str, ...] = ()
 
 
 class _Accumulator:
@@ -148,40 +169,60 @@ class _Accumulator:
         self.channel_max: np.ndarray | None = None
         self.near: np.ndarray | None = None
         self.count = 0
+        #: A reduced summary showed NaN/Inf (or a sum that overflowed): read the exact values.
+        self.suspect = False
 
     def add(self, v: np.ndarray) -> None:
+        """Add one batch of the tensor's values."""
         lo, hi = float(v.min()), float(v.max())  # NaN propagates into both, +-inf shows
+        finite: np.ndarray | bool = True
         if math.isfinite(lo) and math.isfinite(hi):
-            vf = v  # the common case: two passes, no mask
-        else:
+            vf = flat = v  # the common case: two passes, no mask
+        else:  # min, max and the sample over the finite values; NaN/Inf counted
             finite = np.isfinite(v)
-            bad = int(v.size - np.count_nonzero(finite))
-            vf = np.where(finite, v, 0)
-            self.nonfinite += bad
+            self.nonfinite += int(v.size - np.count_nonzero(finite))
             self.nan += int(np.count_nonzero(np.isnan(v)))
-            lo, hi = float(vf.min()), float(vf.max())
-        self.minimum = min(self.minimum, lo)
-        self.maximum = max(self.maximum, hi)
-        self.batch += int(v.shape[0]) if v.ndim else 1
-        self.shape = tuple(int(d) for d in v.shape)
-        flat = vf.reshape(-1)
+            flat = v[finite]
+            lo, hi = (float(flat.min()), float(flat.max())) if flat.size else (math.inf, -math.inf)
+            vf = np.where(finite, v, 0)
+        flat = flat.reshape(-1)
         if flat.size > self.sample:
             flat = flat[:: flat.size // self.sample + 1]
-        self.samples.append(np.abs(flat))
-        if self.kind is None or v.ndim < 2:
+        near = None
+        if self.kind == "saturating" and v.ndim >= 2:
+            lo_b, hi_b = self.bounds  # type: ignore[misc]
+            close = (np.abs(vf - lo_b) <= SATURATION_EPS) | (np.abs(vf - hi_b) <= SATURATION_EPS)
+            near = (close & finite).sum(axis=_channel_axes(v.ndim))
+        cmax = vf.max(axis=_channel_axes(v.ndim)) if self.kind == "relu" and v.ndim >= 2 else None
+        self._merge(tuple(int(d) for d in v.shape), lo, hi, flat, cmax, near)
+
+    def add_reduced(self, r: Reduced, shape: tuple[int, ...]) -> None:
+        """Add one batch's in-graph summary (``shape`` is the batch's full tensor shape)."""
+        if not r.finite:
+            self.suspect = True
             return
-        axes = (0,) + tuple(range(2, v.ndim))
-        if self.kind == "relu":
-            m = vf.max(axis=axes)
-            self.channel_max = m if self.channel_max is None or self.channel_max.shape != m.shape else np.maximum(self.channel_max, m)
-        else:
-            lo, hi = self.bounds  # type: ignore[misc]
-            near = ((np.abs(vf - lo) <= SATURATION_EPS) | (np.abs(vf - hi) <= SATURATION_EPS)).sum(axis=axes)
-            self.near = near if self.near is None or self.near.shape != near.shape else self.near + near
-            self.count += int(v.size // v.shape[1])
+        cmax = r.channel_max if self.kind == "relu" else None
+        near = r.near if self.kind == "saturating" else None
+        self._merge(shape, float(r.channel_min.min()), float(r.channel_max.max()), r.sample.reshape(-1), cmax, near)
+
+    def _merge(
+        self, shape: tuple[int, ...], lo: float, hi: float, sample: np.ndarray, cmax: np.ndarray | None, near: np.ndarray | None
+    ) -> None:
+        self.minimum = min(self.minimum, lo)
+        self.maximum = max(self.maximum, hi)
+        self.batch += shape[0] if shape else 1
+        self.shape = shape
+        self.samples.append(np.abs(sample))
+        if cmax is not None:
+            same = self.channel_max is not None and self.channel_max.shape == cmax.shape
+            self.channel_max = np.maximum(self.channel_max, cmax) if same else cmax  # type: ignore[arg-type]
+        if near is not None:
+            same = self.near is not None and self.near.shape == near.shape
+            self.near = self.near + near if same else near  # type: ignore[operator]
+            self.count += int(np.prod(shape, dtype=np.int64)) // max(1, shape[1])
 
     def summary(self) -> TensorSummary:
-        sample = np.concatenate(self.samples)
+        sample = np.concatenate(self.samples) if self.samples else np.zeros(0, np.float32)
         shape = ((self.batch,) + self.shape[1:]) if self.shape else ()
         return TensorSummary(
             name=self.name,
@@ -198,48 +239,127 @@ class _Accumulator:
         )
 
 
+def _channel_axes(ndim: int) -> tuple[int, ...]:
+    return (0,) + tuple(range(2, ndim))
+
+
+def reference_backend(ctx: AuditContext) -> OrtBackend:
+    """onnxruntime without graph optimizations on the audited model (shared; sessions are made
+    on first use, one per set of taps)."""
+    return ctx.shared("ort-reference", lambda: OrtBackend(ctx.model.proto, ctx.model.graph, optimize=False))
+
+
 def activation_scan(ctx: AuditContext) -> ActivationScan:
-    """Summaries of every input-dependent float tensor, batch by batch and chunk by chunk
-    (a shared pass: it runs once per audit)."""
+    """Summaries of every input-dependent float tensor over all batches, and the unoptimized
+    graph outputs of each batch (a shared pass: it runs once per audit)."""
 
     def scan() -> ActivationScan:
         ctx.require_ort()
         g = ctx.model.graph
-        names = [n for n in g.tensor_names() if n not in g.input_names]
-        # Every tensor of a pass is tapped at once when the budget allows: each extra chunk
-        # costs a whole forward, so batches are cut to the samples whose tensors fit in one.
-        per_sample = sum(_tap_sizes(ctx, names)) // max(1, _samples(ctx.batches[0]))
-        step = max(1, ctx.settings.budget_bytes // max(1, per_sample))
-        batches = [part for b in ctx.batches for part in _cut(b, step)]
-        per_batch_sample = max(1024, _PERCENTILE_SAMPLE // len(batches))
-        acc: dict[str, _Accumulator] = {}
-        parts: list[dict[str, np.ndarray]] = []
-        for batch in batches:
-            outs: dict[str, np.ndarray] = {}
-            for chunk in tap_plan(ctx, names, _samples(batch)):
-                values = ctx.runnable.ort.run(batch, chunk)
-                for name in g.output_names:
-                    outs.setdefault(name, values[name])
-                for name in chunk:
-                    v = np.asarray(values[name])
-                    if v.dtype.kind != "f" or v.size == 0:
-                        continue
-                    if name not in acc:
-                        node = g.producer.get(name)
-                        op = "" if node is None else node.op_type
-                        first_out = node is not None and node.outputs[0] == name
-                        kind = ("relu" if op == "Relu" else "saturating" if op in _SATURATING else None) if first_out else None
-                        acc[name] = _Accumulator(name, op, "" if node is None else node.label, kind, _SATURATING.get(op), per_batch_sample)
-                    acc[name].add(v)
-                del values
-            parts.append(outs)
-        outputs: list[dict[str, np.ndarray]] = []
-        for b in ctx.batches:  # the graph outputs again per audit batch, as the runtime checks split them
-            pieces = [parts.pop(0) for _ in _cut(b, step)]
-            outputs.append(pieces[0] if len(pieces) == 1 else {k: _join([p[k] for p in pieces]) for k in pieces[0]})
-        return ActivationScan(tuple(acc[n].summary() for n in names if n in acc), tuple(outputs))
+        shapes = _shapes(ctx)
+        names = [
+            n for n in g.tensor_names()
+            if n not in g.input_names and (n not in shapes or shapes[n].dtype.kind == "f")
+        ]
+        total = sum(_samples(b) for b in ctx.batches)
+        per_sample = max(1, sum(_tap_sizes(ctx, names)) // max(1, _samples(ctx.batches[0])))
+        step = max(1, _SCAN_BYTES // per_sample)
+        pieces = [(i, part) for i, b in enumerate(ctx.batches) for part in _cut(b, step)]
+        keep = max(256, _PERCENTILE_SAMPLE // max(1, total))
+        acc = {n: _accumulator(ctx, n, keep) for n in names}
+        outputs, exact = _summary_pass(ctx, names, pieces, acc, keep)
+        if exact or outputs is None:
+            for n in exact:
+                acc[n] = _accumulator(ctx, n, keep)
+            outputs = _exact_pass(ctx, exact, pieces, acc)
+        reference: list[dict[str, np.ndarray]] = []
+        for i in range(len(ctx.batches)):  # the graph outputs again per audit batch
+            parts = [o for (j, _), o in zip(pieces, outputs) if j == i]
+            reference.append(parts[0] if len(parts) == 1 else {k: _join([p[k] for p in parts]) for k in parts[0]})
+        return ActivationScan(tuple(acc[n].summary() for n in names if acc[n].batch), tuple(reference), tuple(exact))
 
     return ctx.shared("activation-scan", scan)
+
+
+def _accumulator(ctx: AuditContext, name: str, keep: int) -> _Accumulator:
+    node = ctx.model.graph.producer.get(name)
+    op = "" if node is None else node.op_type
+    first_out = node is not None and node.outputs[0] == name
+    kind = ("relu" if op == "Relu" else "saturating" if op in _SATURATING else None) if first_out else None
+    return _Accumulator(name, op, "" if node is None else node.label, kind, _SATURATING.get(op), keep)
+
+
+def _summary_pass(
+    ctx: AuditContext,
+    names: Sequence[str],
+    pieces: Sequence[tuple[int, dict[str, np.ndarray]]],
+    acc: Mapping[str, _Accumulator],
+    keep: int,
+) -> tuple[list[dict[str, np.ndarray]] | None, list[str]]:
+    """Run the summary model (unoptimized) on every piece and fill ``acc``; returns the graph
+    outputs of each piece (``None`` when the summary model cannot run) and the names the exact
+    pass must read: those whose summary showed NaN/Inf and whole taps too big for the budget
+    (every name when the summary model cannot run)."""
+    g = ctx.model.graph
+    bounds = {n: acc[n].bounds for n in names if acc[n].kind == "saturating" and acc[n].bounds is not None}
+    try:
+        proto, probes = summary_model(
+            ctx.model.proto, g, _shapes(ctx), names, sample=keep, bounds=bounds, eps=SATURATION_EPS  # type: ignore[arg-type]
+        )
+        whole = [n for n, p in probes.items() if p.whole]
+        biggest = max((_samples(p) for _, p in pieces), default=1)
+        if sum(_tap_sizes(ctx, whole)) * biggest // max(1, _samples(ctx.batches[0])) > ctx.settings.budget_bytes:
+            drop = set(whole) - set(g.output_names)
+            kept = [o for o in proto.graph.output if o.name not in drop]
+            del proto.graph.output[:]
+            proto.graph.output.extend(kept)
+        else:
+            drop = set()
+        wanted = [o.name for o in proto.graph.output]
+        session = make_session(proto, optimize=False)
+        outputs: list[dict[str, np.ndarray]] = []
+        for _, piece in pieces:
+            values = dict(zip(wanted, session.run(wanted, {k: piece[k] for k in g.input_names})))
+            outputs.append({n: values[n] for n in g.output_names})
+            for name, probe in probes.items():
+                if probe.whole:
+                    v = np.asarray(values.get(name, ()))
+                    if name in values and v.dtype.kind == "f" and v.size:
+                        acc[name].add(v)
+                    continue
+                r = read_probe(probe, probes, values)
+                acc[name].add_reduced(r, (r.batch,) + probe.shape)
+            del values
+    except Exception as e:  # onnxruntime raises its own types; the exact pass names the failure
+        log.info("in-graph activation summaries unavailable, tapping every tensor: %s", str(e).strip()[:300])
+        return None, list(names)
+    return outputs, [n for n in names if acc[n].suspect or n in drop]
+
+
+def _exact_pass(
+    ctx: AuditContext,
+    names: Sequence[str],
+    pieces: Sequence[tuple[int, dict[str, np.ndarray]]],
+    acc: Mapping[str, _Accumulator],
+) -> list[dict[str, np.ndarray]]:
+    """Tap ``names`` whole (unoptimized onnxruntime, in chunks under the budget) on every piece
+    and fill their accumulators; returns the graph outputs of each piece."""
+    g = ctx.model.graph
+    backend = reference_backend(ctx)
+    outputs: list[dict[str, np.ndarray]] = []
+    for _, piece in pieces:
+        outs: dict[str, np.ndarray] = {}
+        for chunk in tap_plan(ctx, names, _samples(piece)) or [[]]:
+            values = backend.run(piece, chunk)
+            for name in g.output_names:
+                outs.setdefault(name, values[name])
+            for name in chunk:
+                v = np.asarray(values[name])
+                if v.dtype.kind == "f" and v.size:
+                    acc[name].add(v)
+            del values
+        outputs.append(outs)
+    return outputs
 
 
 def _with_inputs(ctx: AuditContext, evidence: dict[str, object]) -> dict[str, object]:

@@ -133,7 +133,9 @@ class AuditContext:
     # ------------------------------------------------------------------ inputs
     @property
     def batches(self) -> list[dict[str, np.ndarray]]:
-        """The validated input batches, split to the model's fixed batch size where it has one."""
+        """The validated input batches, split to the model's fixed batch size where it has one
+        (a model exported with batch 1 runs one sample a pass: on big models that costs no
+        more than a batch, and needs no freed copy)."""
         return self.shared("inputs", self._make_batches)[0]
 
     @property
@@ -151,16 +153,16 @@ class AuditContext:
             what = "given inputs"
         if isinstance(feeds, np.ndarray):
             feeds = {self.model.inputs[0].name: feeds} if len(self.model.inputs) == 1 else feeds
-        batches = split_batches(self.runnable, feeds, self.settings.batch_size)  # type: ignore[arg-type]
+        batches = split_batches(self.model, feeds, self.settings.batch_size)  # type: ignore[arg-type]
         checked = [self.model.feeds(b) for b in batches]
         n = sum(int(next(iter(b.values())).shape[0]) if next(iter(b.values())).ndim else 1 for b in checked)
         return checked, f"{what} ({n} sample{'s' if n != 1 else ''})"
 
     @property
     def runnable(self) -> Model:
-        """The model the input-dependent checks run: the model itself, or its copy with the fixed
-        batch of 1 freed (:attr:`onnxviz.model.Model.batch_free`: same tensor names, verified to
-        compute the same outputs), so that a batch of inputs runs in one pass."""
+        """The model the gradient checks run: the model itself, or its copy with the fixed batch
+        of 1 freed (:attr:`onnxviz.model.Model.batch_free`: same tensor names, verified to
+        compute the same outputs), so that a batch of gradient rows runs in one pass."""
         return self.shared("runnable", self._runnable)
 
     def _runnable(self) -> Model:

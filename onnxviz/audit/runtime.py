@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backends.onnxruntime import OrtBackend
 from ..errors import OnnxvizError, UnsupportedOpError
-from .activations import ActivationScan, Runner, tap_plan
+from .activations import Runner, activation_scan, reference_backend, tap_plan
 from .findings import Finding
 from .runner import AuditContext, Check, SkipCheck
 
@@ -142,16 +141,9 @@ def first_divergence(
 
 
 def reference_outputs(ctx: AuditContext) -> tuple[Runner, list[dict[str, np.ndarray]]]:
-    """onnxruntime without graph optimizations, and its outputs on every batch (shared)."""
-
-    def compute() -> tuple[Runner, list[dict[str, np.ndarray]]]:
-        ctx.require_ort()
-        runnable = ctx.runnable
-        backend = OrtBackend(runnable.proto, runnable.graph, optimize=False)
-        run: Runner = backend.run
-        return run, [dict(run(b, ())) for b in ctx.batches]
-
-    return ctx.shared("ort-reference", compute)
+    """onnxruntime without graph optimizations, and its outputs on every batch (from the
+    activation scan's pass, which runs unoptimized)."""
+    return reference_backend(ctx).run, list(activation_scan(ctx).reference)
 
 
 def _report(
@@ -210,12 +202,8 @@ class OrtOptimizationsCheck(Check):
 
     def run(self, ctx: AuditContext) -> list[Finding]:
         ref_run, ref = reference_outputs(ctx)
-        opt_run: Runner = ctx.runnable.ort.run
-        scan = ctx.peek("activation-scan")
-        if isinstance(scan, ActivationScan):  # the tapped pass already ran the optimized session
-            opt = list(scan.outputs)
-        else:
-            opt = [dict(opt_run(b, ())) for b in ctx.batches]
+        opt_run: Runner = ctx.model.ort.run
+        opt = [dict(opt_run(b, ())) for b in ctx.batches]
         results = compare_outputs(ref, opt, ctx.model.graph.output_names, rtol=ctx.settings.rtol, atol=ctx.settings.atol)
         return _report(self, ctx, "onnxruntime with and without graph optimizations", results, opt_run, ref_run, ctx.batches)
 
@@ -265,7 +253,7 @@ class NumpyEngineCheck(Check):
         if missing:
             raise SkipCheck(f"the numpy engine has no forward for {', '.join(missing)} (see graph.gradient-support)")
         ref_run, ref = reference_outputs(ctx)
-        engine = ctx.runnable.engine
+        engine = ctx.model.engine
 
         def numpy_run(feeds: Mapping[str, np.ndarray], taps: Sequence[str]) -> dict[str, np.ndarray]:
             names = list(dict.fromkeys(list(g.output_names) + list(taps)))

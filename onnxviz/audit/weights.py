@@ -282,7 +282,7 @@ def _identical_groups(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(representatives, group of each row)`` for groups of exactly equal rows: grouped by a
     random-projection fingerprint, then checked element by element (a row that only shares the
     fingerprint gets a group of its own). ``np.unique(axis=0)`` sorts whole rows, ~100x slower."""
-    key = rows.astype(np.float64) @ np.random.default_rng(1).standard_normal(rows.shape[1])
+    key = rows @ np.random.default_rng(1).standard_normal(rows.shape[1]).astype(rows.dtype)
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     odd = np.flatnonzero(~np.all(rows == rows[first[inverse]], axis=1))
@@ -336,14 +336,14 @@ class DuplicateFiltersCheck(Check):
         found: list[Finding] = []
         for k in ctx.shared("kernels", lambda: conv_kernels(ctx.model)):
             axis = 1 if k.op_type == "ConvTranspose" else 0
-            f = np.moveaxis(k.weight, axis, 0).reshape(k.weight.shape[axis], -1).astype(np.float32)
+            f = np.moveaxis(k.weight, axis, 0).reshape(k.weight.shape[axis], -1).astype(np.float32, copy=False)
             if f.shape[0] < 2 or f.shape[1] < _MIN_FILTER_SIZE:
                 continue
             norms = np.linalg.norm(f, axis=1)
             live = np.flatnonzero(np.isfinite(norms) & (norms > 0))  # non-finite filters: weights.nonfinite
             if live.size < 2:
                 continue
-            unit = f[live] / norms[live, None]
+            unit = (f if live.size == f.shape[0] else f[live]) / norms[live, None]
             found_pairs = near_parallel(unit, DUPLICATE_COSINE, _MAX_LISTED)
             count = found_pairs.count
             if count == 0:
