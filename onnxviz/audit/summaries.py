@@ -71,9 +71,11 @@ class Reduced:
 
     @property
     def finite(self) -> bool:
-        """Whether the tensor held no NaN/Inf (a sum that overflowed also reads as not finite)."""
-        arrays = [self.channel_max, self.channel_min] + ([] if self.channel_sum is None else [self.channel_sum])
-        return all(bool(np.isfinite(a).all()) for a in arrays)
+        """Whether the tensor held no NaN/Inf: its per-channel sums are finite (a NaN or an Inf
+        makes its channel's sum NaN or Inf; a sum that overflowed reads as not finite too)."""
+        if self.channel_sum is None:
+            return bool(np.isfinite(self.channel_max).all() and np.isfinite(self.channel_min).all())
+        return bool(np.isfinite(self.channel_sum).all())
 
 
 class _Emitter:
