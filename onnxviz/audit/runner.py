@@ -47,13 +47,15 @@ T = TypeVar("T")
 class AuditSettings:
     """Budgets and tolerances of an audit.
 
-    ``budget_bytes`` bounds the tensors tapped per forward pass (deep models are tapped in
-    several passes); ``probe_samples`` random images seeded by ``seed`` stand in for inputs when
-    none are given, at ``probe_size`` pixels where the model leaves the spatial size open.
-    Two runtimes agree on a tensor when ``max|a - b| <= atol + rtol * max|b|``; the numpy
-    engine (an interpreter, several times slower than onnxruntime) is compared on the first
-    ``engine_samples`` samples only. Inputs run ``batch_size`` samples per forward pass (one
-    at a time on a model whose fixed batch of 1 cannot be freed).
+    ``budget_bytes`` bounds the tensors read whole per forward pass (tensors the activation
+    scan cannot summarize in the graph, and taps that locate a divergence; deep models are
+    tapped in several passes); ``probe_samples`` random images seeded by ``seed`` stand in for
+    inputs when none are given, at ``probe_size`` pixels where the model leaves the spatial size
+    open. Two runtimes agree on a tensor when ``max|a - b| <= atol + rtol * max|b|``; the numpy
+    engine is compared on the first ``engine_samples`` samples only (its semantics, which that
+    check is about, show on any input; its first forward also folds every conv's weights).
+    Inputs run ``batch_size`` samples per forward pass (one at a time on a model that declares
+    a fixed batch of 1).
     """
 
     budget_bytes: int = 512 * 2**20
@@ -62,7 +64,7 @@ class AuditSettings:
     seed: int = 0
     rtol: float = 1e-3
     atol: float = 1e-5
-    engine_samples: int = 2
+    engine_samples: int = 1
     batch_size: int = 8
 
 

@@ -233,7 +233,7 @@ class NumpyEngineCheck(Check):
     """Outputs of onnxviz's numpy engine vs onnxruntime differ beyond tolerance (warning): the
     gradients onnxviz computes would explain a different function than the one deployed.
 
-    Compared on the first ``AuditSettings.engine_samples`` samples (the engine is slow)."""
+    Compared on the first ``AuditSettings.engine_samples`` samples (one by default)."""
 
     id = "runtime.numpy-engine"
     needs_inputs = True

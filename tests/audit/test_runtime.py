@@ -53,7 +53,9 @@ def test_numpy_engine_divergence_names_first_tensor() -> None:
 
     model.__dict__["engine"] = FakeEngine()
     (f,) = audit(model, checks=["runtime.numpy-engine"], probe_samples=2).findings
-    assert f.tensor == "relu2" and f.evidence["samples_compared"] == 2
+    assert f.tensor == "relu2" and f.evidence["samples_compared"] == 1
+    (g,) = audit(model, checks=["runtime.numpy-engine"], probe_samples=3, engine_samples=2).findings
+    assert g.evidence["samples_compared"] == 2
 
 
 def test_numpy_engine_check_is_skipped_for_ops_it_cannot_run() -> None:
