@@ -347,6 +347,7 @@ class OrtGradBackend:
         # 4. the backward
         b = GraphBuilder(out_opset, shapes, {**consts, **{t.name: numpy_helper.to_array(t) for t in extra_inits}},
                          reach)
+        b.keep = set(wrt)
         contributions: dict[str, list[str]] = {}
         seed_inputs = []
         for name in seeds:

@@ -56,11 +56,16 @@ class GraphBuilder:
                  reach: set[str]) -> None:
         self.opset = opset
         self.shapes = dict(shapes)
-        self.consts = consts
+        self.consts: dict[str, np.ndarray] = dict(consts)
         self.reach = reach
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._count = 0
+        #: Tensors whose gradients are outputs of the model (they must stay materialized).
+        self.keep: set[str] = set()
+        #: ``out -> (g, factor)`` for each ``out = g * factor`` by a constant per-channel factor
+        #: (a BatchNormalization VJP), which a following conv VJP may fold into its weights.
+        self.scaled: dict[str, tuple[str, np.ndarray]] = {}
 
     def fresh(self, hint: str) -> str:
         self._count += 1
@@ -108,6 +113,19 @@ class GraphBuilder:
         if axes:
             g = self.op("ReduceSum", [g, self.const(np.array(axes, dtype=np.int64), "axes", np.int64)], keepdims=1)
         return self.reshape(g, in_shape)
+
+    def unscaled(self, g: str, node: Node) -> tuple[str, np.ndarray | None]:
+        """``(g0, factor)`` when ``g = g0 * factor`` per channel was emitted for ``node``'s output
+        alone (the Mul is then dropped: the caller folds ``factor`` into its weights), else
+        ``(g, None)``."""
+        if g not in self.scaled or node.outputs[0] in self.keep:
+            return g, None
+        g0, factor = self.scaled.pop(g)
+        mul = next(k for k, n in enumerate(self.nodes) if n.output[0] == g)
+        const = self.nodes[mul].input[1]
+        del self.nodes[mul]
+        self.initializers = [t for t in self.initializers if t.name != const]
+        return g0, factor
 
     def masked(self, mask: str, g: str) -> str:
         """``g`` where ``mask``, else 0: a same-shape Mul by the cast mask (onnxruntime's Where with
@@ -163,6 +181,11 @@ def conv_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     x, w = node.inputs[0], node.inputs[1]
     w_shape = b.shape(w)
     nd = len(w_shape) - 2
+    g, factor = b.unscaled(g, node) if w in b.consts else (g, None)
+    if factor is not None:  # the following BatchNormalization's scale, folded into the weights
+        wv = (np.asarray(b.consts[w], np.float64) * factor.reshape((-1,) + (1,) * (nd + 1))).astype(np.float32)
+        w = b.const(wv, "w_bn", np.float32)
+        b.consts[w] = wv
     kernel = list(node.attrs.get("kernel_shape") or w_shape[2:])
     dilations = list(node.attrs.get("dilations") or [1] * nd)
     strides, pads, output_padding = _spatial_geometry(b, node, b.shape(x), b.shape(node.outputs[0]), kernel, dilations)
@@ -313,7 +336,9 @@ def batch_norm_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     eps = float(node.attrs.get("epsilon", 1e-5))
     rank = len(b.shape(node.inputs[0]))
     factor = (scale.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)).reshape((-1,) + (1,) * (rank - 2))
-    return (b.op("Mul", [gouts[0], b.const(factor, "bn_scale")]), None, None, None, None)
+    out = b.op("Mul", [gouts[0], b.const(factor, "bn_scale")])
+    b.scaled[out] = (gouts[0], factor.reshape(-1))
+    return (out, None, None, None, None)
 
 
 @emitter("MaxPool")

@@ -235,3 +235,45 @@ def test_op_without_emitter_is_refused_by_node() -> None:
                                                       ["input"])
     assert info.value.node == "the_shrink" and info.value.op_type == "Shrink"
     assert "numpy" in (info.value.hint or "")
+
+
+def _conv_bn_chain() -> onnx.ModelProto:
+    """Conv -> BatchNormalization -> Relu -> strided Conv -> BatchNormalization -> GlobalAveragePool."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in
+             [("w1", (4, 3, 3, 3)), ("w2", (5, 4, 3, 3)), ("g1", (4,)), ("b1", (4,)), ("m1", (4,)), ("g2", (5,)),
+              ("b2", (5,)), ("m2", (5,))]]
+    inits += [numpy_helper.from_array(rng.uniform(0.5, 2, s).astype(np.float32), n) for n, s in [("v1", (4,)), ("v2", (5,))]]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "g1", "b1", "m1", "v1"], ["n1"]),
+        helper.make_node("Relu", ["n1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["c2", "g2", "b2", "m2", "v2"], ["n2"]),
+        helper.make_node("GlobalAveragePool", ["n2"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "conv_bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 10, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 1, 1])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_batch_norm_scales_fold_into_the_conv_gradients_unless_the_conv_output_is_wanted() -> None:
+    proto = _conv_bn_chain()
+    m = Model.from_proto(proto)
+    x = np.random.default_rng(4).standard_normal((2, 3, 10, 10))
+    seed = np.random.default_rng(5).standard_normal((2, 5, 1, 1))
+    backend = OrtGradBackend(m.graph, proto)
+    compiled = backend.model({"x": x.astype(np.float32)}, ["y"], ["x"])
+
+    def scalings(model: onnx.ModelProto) -> int:
+        return sum(n.op_type == "Mul" and n.input[1].startswith("bn_scale") for n in model.graph.node)
+
+    assert scalings(compiled) == 0  # both scales folded (stride 1 and 2)
+    ref = m.value_and_grad({"x": x}, {"y": seed}, ["x", "c1"], dtype=np.float64)
+    got = backend.value_and_grad({"x": x.astype(np.float32)}, {"y": seed.astype(np.float32)}, ["x"])
+    assert rel(got.grads["x"], ref.grads["x"]) < 1e-5
+    kept = backend.model({"x": x.astype(np.float32)}, ["y"], ["x", "c1"])
+    assert scalings(kept) == 1  # c1's gradient is an output: its scale is not folded
+    both = backend.value_and_grad({"x": x.astype(np.float32)}, {"y": seed.astype(np.float32)}, ["x", "c1"])
+    for name in ("x", "c1"):
+        assert rel(both.grads[name], ref.grads[name]) < 1e-5
