@@ -16,13 +16,13 @@ Deeper layers show only the filters and input channels with the largest L2 norm 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar, NamedTuple
 
 import numpy as np
 
 from .. import imaging
-from ..kernels import ConvKernels
+from ..kernels import ConvKernels, WeightStats
 from .sections import Image, Section, TocEntry, shape_str, upscale_for
 
 __all__ = ["KernelLayer", "KernelsSection", "WeightSummary", "filter_norms", "kernels_section", "top_by_norm"]
@@ -43,17 +43,11 @@ MATRIX_PX = 256
 
 
 @dataclass(frozen=True)
-class WeightSummary:
-    count: int
-    mean: float
-    std: float
-    min: float
-    max: float
-    near_zero_share: float
-    dead_filters: tuple[int, ...]
-    nonfinite: int
-    bias_min: float | None
-    bias_max: float | None
+class WeightSummary(WeightStats):
+    """The layer's weight statistics (:class:`onnxviz.kernels.WeightStats`) and its bias range."""
+
+    bias_min: float | None = None
+    bias_max: float | None = None
 
 
 @dataclass(frozen=True)
@@ -102,17 +96,9 @@ class KernelsSection(Section):
 
 
 def _summary_of(k: ConvKernels) -> WeightSummary:
-    st = k.stats
     b = None if k.bias is None or k.bias.size == 0 else k.bias[np.isfinite(k.bias)]
     return WeightSummary(
-        count=st.count,
-        mean=st.mean,
-        std=st.std,
-        min=st.min,
-        max=st.max,
-        near_zero_share=st.near_zero_share,
-        dead_filters=st.dead_filters,
-        nonfinite=st.nonfinite,
+        **{f.name: getattr(k.stats, f.name) for f in fields(WeightStats)},
         bias_min=None if b is None or b.size == 0 else float(b.min()),
         bias_max=None if b is None or b.size == 0 else float(b.max()),
     )
