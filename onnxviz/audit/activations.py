@@ -124,10 +124,10 @@ Runner = Callable[[Mapping[str, np.ndarray], Sequence[str]], Mapping[str, np.nda
 class TensorSummary:
     """What the activation checks keep of one float tensor over all the batches.
 
-    ``p999`` is the 99.9th percentile of ``|x|`` (from a strided sample of at most 2^16 values
-    on big tensors); ``channel_max`` is the max over batch and space per channel (axis 1) for
-    ReLU outputs; ``saturated_share`` the share of values within 1e-3 of a bound per channel for
-    saturating activations.
+    ``p999`` is the 99.9th percentile of ``|x|`` (from a strided sample of about 2^14 values
+    over all samples on big tensors); ``channel_max`` is the max over batch and space per
+    channel (axis 1) for ReLU outputs; ``saturated_share`` the share of values within 1e-3 of a
+    bound per channel for saturating activations.
     """
 
     name: str
@@ -186,8 +186,9 @@ class _Accumulator:
             lo, hi = (float(flat.min()), float(flat.max())) if flat.size else (math.inf, -math.inf)
             vf = np.where(finite, v, 0)
         flat = flat.reshape(-1)
-        if flat.size > self.sample:
-            flat = flat[:: flat.size // self.sample + 1]
+        limit = self.sample * (int(v.shape[0]) if v.ndim else 1)  # ``sample`` values a sample
+        if flat.size > limit:
+            flat = flat[:: flat.size // limit + 1]
         near = None
         if self.kind == "saturating" and v.ndim >= 2:
             lo_b, hi_b = self.bounds  # type: ignore[misc]

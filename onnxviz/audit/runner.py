@@ -127,11 +127,6 @@ class AuditContext:
             raise value
         return value  # type: ignore[no-any-return]
 
-    def peek(self, name: str) -> Any | None:
-        """A shared pass's value if it has already been computed successfully, else None."""
-        entry = self._shared.get(name)
-        return entry[1] if entry is not None and entry[0] else None
-
     # ------------------------------------------------------------------ inputs
     @property
     def batches(self) -> list[dict[str, np.ndarray]]:

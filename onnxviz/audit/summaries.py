@@ -59,13 +59,14 @@ class Probe:
 
 @dataclass(frozen=True)
 class Reduced:
-    """One batch's summary of one tensor: per-channel max, min and sum (``None`` when derived
-    from another tensor's), the sample ``(batch, k)``, and per-channel near-bound counts."""
+    """One batch's summary of one tensor: per-channel max and min, per-channel sums (read only
+    to detect NaN/Inf; a ``Relu``'s are its input's), the sample ``(batch, k)``, and per-channel
+    near-bound counts."""
 
     batch: int
     channel_max: np.ndarray
     channel_min: np.ndarray
-    channel_sum: np.ndarray | None
+    channel_sum: np.ndarray
     sample: np.ndarray
     near: np.ndarray | None
 
@@ -73,8 +74,6 @@ class Reduced:
     def finite(self) -> bool:
         """Whether the tensor held no NaN/Inf: its per-channel sums are finite (a NaN or an Inf
         makes its channel's sum NaN or Inf; a sum that overflowed reads as not finite too)."""
-        if self.channel_sum is None:
-            return bool(np.isfinite(self.channel_max).all() and np.isfinite(self.channel_min).all())
         return bool(np.isfinite(self.channel_sum).all())
 
 
@@ -230,7 +229,7 @@ def read_probe(probe: Probe, probes: Mapping[str, Probe], values: Mapping[str, n
             batch=y.batch,
             channel_max=np.where(a > 0, hi, lo),
             channel_min=np.where(a > 0, lo, hi),
-            channel_sum=None if y.channel_sum is None else (y.channel_sum - b * (y.batch * spatial)) / a,
+            channel_sum=(y.channel_sum - b * (y.batch * spatial)) / a,
             sample=(y.sample - b[channel]) / a[channel],
             near=None,
         )
