@@ -118,3 +118,36 @@ def test_a_summary_model_that_cannot_run_falls_back_to_whole_taps(monkeypatch: p
             np.testing.assert_array_equal(a.channel_max, b.channel_max)
     for r, s in zip(want.reference, got.reference):
         np.testing.assert_array_equal(r["logits"], s["logits"])
+
+
+def _with_rank1_tensor() -> onnx.ModelProto:
+    """input [N,3,8,8] -> Conv -> ReduceMean over C,H,W to a rank-1 tensor -> Unsqueeze -> out [N,1]."""
+    rng = np.random.default_rng(4)
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("ReduceMean", ["conv"], ["mean"], name="mean", axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["mean", "one"], ["out"], name="out"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "rank1",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 1])],
+        [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+         numpy_helper.from_array(np.array([1], np.int64), "one")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    return model
+
+
+@pytest.mark.parametrize("budget", [512 * 2**20, 1])
+def test_tensors_that_cannot_be_reduced_are_read_whole(budget: int) -> None:
+    x = np.random.default_rng(5).uniform(-1, 1, (3, 3, 8, 8)).astype(np.float32)
+    ctx = AuditContext(model_of(_with_rank1_tensor()), x, AuditSettings(budget_bytes=budget))
+    scan = activation_scan(ctx)
+    # the rank-1 tensor is a whole tap: in the summary pass when it fits the budget, else in the exact pass
+    assert ("mean" in scan.exact) == (budget == 1) and "conv" not in scan.exact
+    for s in scan.summaries:
+        v = _exact(ctx, s.name)
+        assert (s.minimum, s.maximum, s.shape) == (float(v.min()), float(v.max()), v.shape)
