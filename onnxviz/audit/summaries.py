@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -93,7 +94,7 @@ class _Emitter:
         self.g.node.append(helper.make_node("Constant", [], [out], value=numpy_helper.from_array(value, out)))
         return out
 
-    def node(self, op: str, inputs: Sequence[str], role: str, **attrs: object) -> str:
+    def node(self, op: str, inputs: Sequence[str], role: str, **attrs: Any) -> str:
         out = self.name(role)
         self.g.node.append(helper.make_node(op, list(inputs), [out], **attrs))
         return out
@@ -170,15 +171,15 @@ def summary_model(
             flat = emit.const(np.asarray([0, -1], np.int64))
         rows = emit.node("Reshape", [name, flat], "rows")
         outputs["sample"] = emit.node("Gather", [rows, emit.const(np.arange(0, per, step, dtype=np.int64))], "sample", axis=1)
-        b = bounds.get(name)
-        if b is not None:
-            lo, hi = b
+        sat = bounds.get(name)
+        if sat is not None:
+            lo, hi = sat
             band = np.asarray(eps, info.dtype)
             low = emit.node("Not", [emit.node("Greater", [name, emit.const(np.asarray(lo, info.dtype) + band)], "gt")], "le")
             high = emit.node("Not", [emit.node("Less", [name, emit.const(np.asarray(hi, info.dtype) - band)], "lt")], "ge")
             near = emit.node("Cast", [emit.node("Or", [low, high], "near")], "count", to=onnx.TensorProto.FLOAT)
             outputs["near"] = emit.reduce("ReduceSum", near, axes, "near")
-        probes[name] = Probe(name, outputs, shape=one, step=step, bounds=b)
+        probes[name] = Probe(name, outputs, shape=one, step=step, bounds=sat)
     for p in probes.values():
         for out in p.outputs.values():
             if out not in graph.output_names:
