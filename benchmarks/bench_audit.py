@@ -7,7 +7,7 @@ the 8 inputs are seeded random images in [0, 1). The audit's own per-check timin
 (``AuditResult.timings``) are printed, largest first, each as a ratio to the same forward, and the
 total is split into the explanation-sanity checks (the randomization test) and the rest.
 
-Usage: python benchmarks/bench_audit.py [--model resnet50] [--inputs 8] [--repeat 3]
+Usage: python benchmarks/bench_audit.py [--model resnet50] [--inputs 8] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet50", choices=sorted(MODELS))
     parser.add_argument("--inputs", type=int, default=8)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     print(f"cpus {os.cpu_count()}, load average at start {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     model = Model.from_proto(MODELS[args.model]())
