@@ -22,7 +22,7 @@ from ..methods.evaluation import deletion_insertion, randomization_test
 from ..methods.registry import METHODS, get_method
 from ..model import Model
 from .panels import CLIP_PERCENTILE, OVERLAY_ALPHA, display_images
-from .sections import Image, Section, TocEntry
+from .sections import MAX_SHOWN_INPUTS, Image, Section, TocEntry
 
 __all__ = ["DEFAULT_METHODS", "AttributionPanel", "AttributionTile", "AttributionsSection", "attribution_section"]
 
@@ -95,7 +95,7 @@ def attribution_section(
     methods: Sequence[str] = DEFAULT_METHODS,
     *,
     input_name: str | None = None,
-    max_inputs: int = 4,
+    max_inputs: int = MAX_SHOWN_INPUTS,
     rng_seed: int = 0,
     trust: bool = True,
 ) -> AttributionsSection:

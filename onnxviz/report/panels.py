@@ -15,7 +15,7 @@ from ..imaging import overlay, resize, tile_grid
 from ..inputs import Preprocess, array_to_image
 from ..methods.base import Explanation
 
-__all__ = ["display_images", "explanation_panel", "OVERLAY_ALPHA", "CLIP_PERCENTILE"]
+__all__ = ["CLIP_PERCENTILE", "OVERLAY_ALPHA", "display_images", "explanation_panel"]
 
 OVERLAY_ALPHA = 0.5
 CLIP_PERCENTILE = 99.0
