@@ -277,3 +277,19 @@ def test_batch_norm_scales_fold_into_the_conv_gradients_unless_the_conv_output_i
     both = backend.value_and_grad({"x": x.astype(np.float32)}, {"y": seed.astype(np.float32)}, ["x", "c1"])
     for name in ("x", "c1"):
         assert rel(both.grads[name], ref.grads[name]) < 1e-5
+
+
+def test_average_pool_over_the_whole_map_is_broadcast_back_without_a_conv_transpose() -> None:
+    rng = np.random.default_rng(6)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("AveragePool", ["r"], ["y"], kernel_shape=[6, 5])]
+    graph = helper.make_graph(nodes, "gap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 6, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 1, 1])], [w])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    m = Model.from_proto(proto)
+    x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    compiled = OrtGradBackend(m.graph, proto).model({"x": x}, ["y"], ["x"])
+    assert not any(n.op_type == "ConvTranspose" for n in compiled.graph.node)
+    compare(proto, {"x": x})
