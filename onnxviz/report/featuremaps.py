@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from .. import imaging
-from ..featuremaps import FeatureMap, default_feature_tensors, feature_maps
+from ..featuremaps import default_feature_tensors, feature_maps
 from .sections import MAX_SHOWN_INPUTS, Image, Section, TocEntry, shape_str, upscale_for
 
 if TYPE_CHECKING:
@@ -90,42 +90,6 @@ class FeatureMapsSection(Section):
 # collecting and drawing
 
 
-@dataclass
-class _Merged:
-    """A feature-map summary over the whole batch plus the maps of the shown inputs."""
-
-    fm: FeatureMap
-    channel_means: np.ndarray
-    top: tuple[int, ...]
-    maps: np.ndarray  # (shown inputs, len(top), H, W)
-    shape: tuple[int, ...]
-    minimum: float
-    maximum: float
-    mean: float
-    zero_share: float
-    nonfinite: int
-
-
-def _collect_feature_maps(
-    model: Model, feeds: Mapping[str, np.ndarray], tensors: list[str] | None, top_k: int
-) -> list[_Merged]:
-    return [
-        _Merged(
-            fm=fm,
-            channel_means=fm.channel_means,
-            top=fm.top_channels,
-            maps=fm.top_maps[:MAX_SHOWN_INPUTS],
-            shape=fm.shape,
-            minimum=fm.minimum,
-            maximum=fm.maximum,
-            mean=fm.mean,
-            zero_share=fm.zero_share,
-            nonfinite=fm.nonfinite,
-        )
-        for fm in feature_maps(model, feeds, tensors, top_k=top_k)
-    ]
-
-
 def _feature_grid(maps: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """One input's top-channel maps ``(k, H, W)`` in a near-square grid, each channel on its range."""
     h, w = maps.shape[1:]
@@ -162,10 +126,11 @@ def feature_maps_section(
     ``top_k`` (at least 1): channels ranked and drawn per tensor.
     """
     names = default_feature_tensors(model.graph) if tensors is None else list(tensors)
-    collected = _collect_feature_maps(model, feeds, names, top_k) if names else []
+    collected = feature_maps(model, feeds, names, top_k=top_k) if names else []
     views: list[FeatureMapView] = []
     for i, m in enumerate(collected):
-        maps = np.nan_to_num(m.maps.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        shown = m.top_maps[:MAX_SHOWN_INPUTS]
+        maps = np.nan_to_num(shown.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         # One range per channel over the shown inputs, so inputs compare within a channel.
         lo = maps.min(axis=(0, 2, 3))
         hi = maps.max(axis=(0, 2, 3))
@@ -175,9 +140,9 @@ def feature_maps_section(
         views.append(
             FeatureMapView(
                 id=f"fmap-{i}",
-                tensor=m.fm.tensor,
-                node=m.fm.node,
-                op_type=m.fm.op_type,
+                tensor=m.tensor,
+                node=m.node,
+                op_type=m.op_type,
                 shape=shape_str(m.shape),
                 minimum=m.minimum,
                 maximum=m.maximum,
@@ -186,7 +151,7 @@ def feature_maps_section(
                 nonfinite=m.nonfinite,
                 channels_total=int(m.channel_means.size),
                 silent_channels=int(np.count_nonzero(m.channel_means == 0)),
-                ranking=_ranking(m.channel_means, m.top),
+                ranking=_ranking(m.channel_means, m.top_channels),
                 grids=grids,
             )
         )
