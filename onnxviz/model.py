@@ -369,6 +369,8 @@ class Model:
         rules: Mapping[str, Any] | None = None,
         forward: str = "numpy",
         engine: str = "auto",
+        independent_rows: bool = False,
+        sum_rows: bool = False,
     ) -> Any:
         """Values of the seeded and requested tensors and the gradients of ``sum <seed, tensor>``.
 
@@ -381,6 +383,12 @@ class Model:
         backward into one onnxruntime model (:mod:`onnxviz.backends.ortgrad`, float32, the common
         CNN ops); ``"auto"`` (default) uses ``"ortgrad"`` for float32 calls without ``rules`` whose
         path it covers and falls back to ``"numpy"`` otherwise.
+
+        ``independent_rows=True`` is the caller's word that the model treats the rows of the batch
+        independently (the methods, which split rows into chunks freely, say it): the compiled
+        backward may then run halves of the batch in parallel. Results do not depend on it.
+        ``sum_rows=True`` returns the gradients summed over the batch (shape ``(1, ...)``); the
+        compiled backward then sums inside the graph, before the first linear ops' backward.
         """
         from .backends.numpy.engine import GradResult
 
@@ -405,28 +413,34 @@ class Model:
             nonlocal compiled
             if compiled:
                 try:
-                    return self._ortgrad().value_and_grad(f, s, wrt, values=values)
+                    return self._ortgrad().value_and_grad(f, s, wrt, values=values, independent_rows=independent_rows,
+                                                          sum_rows=sum_rows)
                 except UnsupportedOpError:
                     if engine == "ortgrad":
                         raise
                     self._ortgrad_refused.add((wrt, tuple(seeds)))  # remember: go straight to numpy
                     compiled = False
-            return self.engine.value_and_grad(f, s, wrt, values=values, dtype=dtype, rules=rules, forward=forward)  # type: ignore[arg-type]
+            result = self.engine.value_and_grad(f, s, wrt, values=values, dtype=dtype, rules=rules, forward=forward)  # type: ignore[arg-type]
+            if sum_rows:
+                result = GradResult(result.values, {k: g.sum(axis=0, keepdims=True) for k, g in result.grads.items()})
+            return result
 
         if not self.fixed_batch or n == 1:
             return one(feeds, seeds)
         if self.batch_free is not None:
             return self.batch_free.value_and_grad(feeds, seeds, wrt, values=values, dtype=dtype, rules=rules,
-                                             forward=forward, engine=engine)
+                                                  forward=forward, engine=engine, independent_rows=independent_rows,
+                                                  sum_rows=sum_rows)
         results = []
         for i in range(n):
             sample_seeds = {
                 k: (_row_seed(s, i) if callable(s) else np.asarray(s)[i : i + 1]) for k, s in seeds.items()
             }
             results.append(one({k: v[i : i + 1] for k, v in feeds.items()}, sample_seeds))
+        join = (lambda arrays: np.sum(arrays, axis=0)) if sum_rows else np.concatenate
         return GradResult(
             {k: np.concatenate([r.values[k] for r in results]) for k in results[0].values},
-            {k: np.concatenate([r.grads[k] for r in results]) for k in results[0].grads},
+            {k: join([r.grads[k] for r in results]) for k in results[0].grads},
         )
 
     def gradient(

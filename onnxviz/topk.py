@@ -273,7 +273,7 @@ def project_units(
         return s
 
     name = model.inputs[0].name
-    return np.asarray(model.value_and_grad(x, {layer: seed}, (name,), rules=rules).grads[name])
+    return np.asarray(model.value_and_grad(x, {layer: seed}, (name,), rules=rules, independent_rows=True).grads[name])
 
 
 # --------------------------------------------------------------------------------------------

@@ -309,7 +309,7 @@ class Evaluator:
                     seeds[name] = array if array is not None else seed_for(name)
                 res = self.model.value_and_grad(
                     {self.input_name: x}, seeds, (self.input_name,), dtype=self.dtype, rules=rules,
-                    forward=self.forward,
+                    forward=self.forward, independent_rows=True,
                 )
                 gx = res.grads[self.input_name]
                 for name in names:

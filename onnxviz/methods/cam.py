@@ -152,6 +152,7 @@ def activations_and_gradients(
             wrt=[layer],
             values=[layer],
             dtype=dtype,
+            independent_rows=True,
         )
         a = result.values[layer]
         _check_layer(model, layer, a)
@@ -340,6 +341,7 @@ class GuidedGradCAM(_GradientCAM):
                     wrt=[input_name],
                     dtype=self.dtype,
                     rules={"Relu": guided_relu_vjp},
+                    independent_rows=True,
                 ).grads[input_name]
             )
         attributions = np.concatenate(guided) * up

@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxviz.backends.ortgrad import EMITTERS, OrtGradBackend
 
-from onnxviz.errors import UnsupportedOpError
+from onnxviz.errors import TargetError, UnsupportedOpError
 from onnxviz.model import Model
 from tests import models
 
@@ -293,3 +293,105 @@ def test_average_pool_over_the_whole_map_is_broadcast_back_without_a_conv_transp
     compiled = OrtGradBackend(m.graph, proto).model({"x": x}, ["y"], ["x"])
     assert not any(n.op_type == "ConvTranspose" for n in compiled.graph.node)
     compare(proto, {"x": x})
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_independent_rows_run_in_parallel_halves_with_the_same_results(n: int) -> None:
+    """Two halves at once on one session compiled for the half batch (an odd batch padded with a
+    zero-seeded copy of its last row, cut from the results): same values and gradients as one run,
+    intermediate ``wrt`` and requested values included; a single row is never split."""
+    proto = models.tiny_cnn()
+    m = Model.from_proto(proto)
+    x = np.random.default_rng(0).standard_normal((n, 3, 32, 32)).astype(np.float32)
+    seed = np.random.default_rng(1).standard_normal((n, 10)).astype(np.float32)
+    backend = OrtGradBackend(m.graph, proto, threads=2)
+    whole = backend.value_and_grad({"input": x}, {"logits": seed}, ["input", "relu1"], values=["pool1"])
+    split = backend.value_and_grad({"input": x}, {"logits": seed}, ["input", "relu1"], values=["pool1"],
+                                   independent_rows=True)
+    for name in ("input", "relu1"):
+        assert split.grads[name].shape == whole.grads[name].shape
+        np.testing.assert_allclose(split.grads[name], whole.grads[name], rtol=1e-5, atol=1e-6)
+    for name in ("logits", "pool1"):
+        assert split.values[name].shape == whole.values[name].shape
+        np.testing.assert_allclose(split.values[name], whole.values[name], rtol=1e-5, atol=1e-6)
+    batches = sorted(key[3][0][1][0] for key in backend._cache)
+    assert batches == ([1] if n == 1 else sorted({n, -(-n // 2)})), batches
+    threads = {key[3][0][1][0]: key[4] for key in backend._cache}
+    if n > 1:
+        assert threads[-(-n // 2)] == 1  # each half gets its share of the two threads
+
+
+def test_independent_rows_errors_reach_the_caller() -> None:
+    """A failure in the parallel half is raised in the calling thread, as onnxviz's own error."""
+    proto = models.tiny_cnn()
+    m = Model.from_proto(proto)
+    backend = OrtGradBackend(m.graph, proto, threads=2)
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    with pytest.raises(TargetError, match="seed for 'logits'"):
+        backend.value_and_grad({"input": x}, {"logits": np.ones((4, 7), np.float32)}, ["input"],
+                               independent_rows=True)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("independent_rows", [False, True])
+def test_summed_rows_equal_the_sum_of_row_gradients(name: str, independent_rows: bool) -> None:
+    builder, shape = SMALL[name]
+    proto = builder()
+    m = Model.from_proto(proto)
+    feeds = feeds_for(m, shape)
+    out = m.outputs[0].name
+    value = m.engine.run(feeds, [out])[out]
+    seed = np.random.default_rng(1).standard_normal(value.shape).astype(np.float32)
+    wrt = list(m.graph.input_names)
+    backend = OrtGradBackend(m.graph, proto, threads=2)
+    rows = backend.value_and_grad(feeds, {out: seed}, wrt)
+    summed = backend.value_and_grad(feeds, {out: seed}, wrt, independent_rows=independent_rows, sum_rows=True)
+    for w in wrt:
+        want = rows.grads[w].sum(axis=0, keepdims=True)
+        assert summed.grads[w].shape == want.shape
+        np.testing.assert_allclose(summed.grads[w], want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()))
+    np.testing.assert_allclose(summed.values[out], rows.values[out], rtol=1e-5, atol=1e-6)
+
+
+def test_rows_are_summed_before_the_first_linear_ops() -> None:
+    """Conv -> BatchNormalization -> Relu: the sum is taken at the BatchNormalization's output,
+    so the conv's input gradient (its flipped-kernel Conv) runs on one row; a seed or a second
+    ``wrt`` on the way stops the walk where its own gradient is wanted."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in {
+        "w": rng.standard_normal((4, 3, 3, 3)), "scale": rng.random(4) + 0.5, "bias": rng.standard_normal(4),
+        "mean": rng.standard_normal(4), "var": rng.random(4) + 0.5, "mul": rng.standard_normal((1, 3, 1, 1)),
+    }.items()]
+    nodes = [
+        helper.make_node("Mul", ["x", "mul"], ["xs"]),
+        helper.make_node("Conv", ["xs", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["bn"]),
+        helper.make_node("Relu", ["bn"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["y"]),
+    ]
+    proto = helper.make_model(helper.make_graph(nodes, "g", [x], [y], initializer=inits),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    m = Model.from_proto(proto)
+    backend = OrtGradBackend(m.graph, proto)
+    x = np.random.default_rng(1).standard_normal((6, 3, 8, 8)).astype(np.float32)
+    summed = backend._build({"x": x}, ("y",), ("x",), (), sum_rows=True)[0]
+    reduce = [n for n in summed.graph.node if n.op_type == "ReduceSum"]
+    assert len(reduce) == 1
+    # the BN output's gradient (the Relu mask's product) is what gets summed
+    relu_grad = next(n for n in summed.graph.node if reduce[0].input[0] in n.output)
+    assert relu_grad.op_type == "Mul"
+    got = backend.value_and_grad({"x": x}, {"y": np.ones((6, 4), np.float32)}, ["x"], sum_rows=True)
+    ref = m.value_and_grad({"x": x.astype(np.float64)}, {"y": np.ones((6, 4))}, ["x"], dtype=np.float64)
+    np.testing.assert_allclose(got.grads["x"][0], ref.grads["x"].sum(axis=0), rtol=1e-4, atol=1e-5)
+    from onnxviz.backends.ortgrad import _row_sum_points
+
+    path, consts = m.graph.nodes, m.graph.constants
+    shapes = {"x": (6, 3, 8, 8), "xs": (6, 3, 8, 8)}
+    assert _row_sum_points(path, ["x"], consts, shapes, set()) == {"bn"}
+    assert _row_sum_points(path, ["x"], consts, shapes, {"c"}) == {"xs"}
+    assert _row_sum_points(path, ["x", "xs"], consts, shapes, set()) == {"x", "bn"}
+    # a constant that broadcasts the tensor to a bigger shape is not a per-row linear map
+    assert _row_sum_points(path, ["x"], consts, {"x": (6, 3, 8, 8), "xs": (6, 6, 8, 8)}, set()) == {"x"}
