@@ -6,8 +6,10 @@ For each model and batch size, on the same inputs:
   np_grad        numpy forward + input gradient of one class score
   hybrid_grad    onnxruntime forward with taps + numpy backward (forward="onnxruntime")
   torch_grad     PyTorch autograd through onnxviz's torch adapter (when torch is installed)
-  ortgrad        (--ortgrad) one onnxruntime run of the compiled forward+backward model
-                 (onnxviz.backends.ortgrad), seed given as an array (built once, outside the timing)
+  ortgrad        (--ortgrad) the compiled forward+backward model (onnxviz.backends.ortgrad) as
+                 Model.value_and_grad runs it: one onnxruntime run, or two halves of the batch
+                 at once when the rows are independent (Model.rows_independent, checked in the
+                 warm-up); seed given as an array (built once, outside the timing)
 Peak memory is what tracemalloc sees of numpy allocations during one call.
 
 Usage: python benchmarks/bench_gradients.py [--models resnet50,vgg19,densenet121,mobilenet_v2]
@@ -204,11 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{hybrid / ort:>8.2f}x{torch_t / ort:>8.2f}x{peak:>12.0f}"
             )
             if args.ortgrad:
-                from onnxviz.backends.ortgrad import OrtGradBackend
-
-                og = OrtGradBackend(model.graph, model.proto)
                 seed_array = seed(model.run(feeds)[out])
-                og_t = timed(lambda: og.value_and_grad(feeds, {out: seed_array}, [inp]), args.repeat)
+                og_t = timed(lambda: model.value_and_grad(feeds, {out: seed_array}, [inp], engine="ortgrad"),
+                             args.repeat)
                 line += f"{og_t / ort:>8.2f}x"
             print(line, flush=True)
             if args.profile:

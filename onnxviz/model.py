@@ -249,7 +249,25 @@ class Model:
         free = Model(proto, path=self.path)
         if not verify_free_batch(self.graph, lambda f: self.ort.run(f), lambda f: free.ort.run(f), k):
             return None
+        free.__dict__["rows_independent"] = True  # just verified: two samples at once = one at a time
         return free
+
+    @cached_property
+    def rows_independent(self) -> bool:
+        """Whether a batch's rows go through the model independently: its outputs on two random
+        samples at once equal those on each sample alone (checked once, two onnxruntime
+        forwards). A model with a fixed batch of 1: whether that batch could be freed. A model
+        with other dynamic dims than the batch: ``False`` (there is no size to check at).
+
+        The compiled backward runs independent rows as parallel halves; methods, which split rows
+        into chunks anyway, say so themselves and never pay for this check."""
+        from .batching import verify_free_batch
+
+        if self.fixed_batch:
+            return self.batch_free is not None
+        if not all(t.shape and all(isinstance(d, int) and d > 0 for d in t.shape[1:]) for t in self.inputs):
+            return False
+        return verify_free_batch(self.graph, lambda f: self.ort.run(f), lambda f: self.ort.run(f), 1)
 
     def size_free(self, tensors: Sequence[str], axes: Sequence[int], size: Sequence[int]) -> Model | None:
         """The fully convolutional part of this model that computes ``tensors``, with its input's
@@ -369,7 +387,7 @@ class Model:
         rules: Mapping[str, Any] | None = None,
         forward: str = "numpy",
         engine: str = "auto",
-        independent_rows: bool = False,
+        independent_rows: bool | None = None,
         sum_rows: bool = False,
     ) -> Any:
         """Values of the seeded and requested tensors and the gradients of ``sum <seed, tensor>``.
@@ -386,7 +404,8 @@ class Model:
 
         ``independent_rows=True`` is the caller's word that the model treats the rows of the batch
         independently (the methods, which split rows into chunks freely, say it): the compiled
-        backward may then run halves of the batch in parallel. Results do not depend on it.
+        backward may then run halves of the batch in parallel. ``None`` (default) checks it once
+        for a batch of two or more (:attr:`rows_independent`). Results do not depend on it.
         ``sum_rows=True`` returns the gradients summed over the batch (shape ``(1, ...)``); the
         compiled backward then sums inside the graph, before the first linear ops' backward.
         """
@@ -410,8 +429,10 @@ class Model:
         )
 
         def one(f: Mapping[str, np.ndarray], s: Mapping[str, Any]) -> Any:
-            nonlocal compiled
+            nonlocal compiled, independent_rows
             if compiled:
+                if independent_rows is None:
+                    independent_rows = self._batch_size(f) > 1 and self.rows_independent
                 try:
                     return self._ortgrad().value_and_grad(f, s, wrt, values=values, independent_rows=independent_rows,
                                                           sum_rows=sum_rows)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import TensorProto, helper
 import pytest
 
 import onnxviz
@@ -223,3 +224,25 @@ def test_every_light_model_loads_inspects_and_runs_with_taps(path: Path) -> None
         x = x[:1]
     fms = feature_maps(m, x, top_k=2)
     assert fms and all(f.shape[0] == x.shape[0] for f in fms)
+
+
+def test_rows_independent_is_checked_once_and_keeps_mixing_models_whole() -> None:
+    """A model that subtracts the batch mean mixes its rows: it is found out, its gradients are
+    computed over the whole batch (not in parallel halves) and match the numpy engine's."""
+    assert Model.from_proto(models.tiny_cnn()).rows_independent
+    assert not Model.from_proto(models.dynamic_spatial()).rows_independent  # no size to check at
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], axes=[0], keepdims=1),
+        helper.make_node("Sub", ["x", "m"], ["c"]),
+        helper.make_node("Mul", ["c", "c"], ["y"]),
+    ]
+    proto = helper.make_model(helper.make_graph(nodes, "mix", [x_info], [y_info]),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    m = Model.from_proto(proto)
+    assert not m.rows_independent
+    x = np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32)
+    got = m.value_and_grad(x, {"y": np.ones((4, 4), np.float32)}, ["x"])
+    want = m.value_and_grad(x.astype(np.float64), {"y": np.ones((4, 4))}, ["x"], dtype=np.float64)
+    np.testing.assert_allclose(got.grads["x"], want.grads["x"], rtol=1e-5, atol=1e-6)
