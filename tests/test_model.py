@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
 import pytest
+from onnx import TensorProto, helper
 
 import onnxviz
 from onnxviz.errors import InputError, ModelLoadError, TargetError
