@@ -565,7 +565,7 @@ def _row_sum_points(path: Sequence[Node], wrt: Sequence[str], consts: Mapping[st
                 break
             n = users[0]
             out = n.outputs[0]
-            others = [i for k, i in enumerate(n.inputs) if i and i != t]
+            others = [i for i in n.inputs if i and i != t]
             if len(n.outputs) != 1 or out in protected or out in wrt or not all(i in consts for i in others):
                 break
             if n.op_type in _LINEAR_IN_FIRST:

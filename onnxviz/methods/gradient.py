@@ -329,8 +329,8 @@ class SmoothGrad(GradientMethod):
     signed), ``"smoothgrad_sq"`` (mean squared gradient, SmoothGrad-Squared of Hooker et al. 2019)
     or ``"vargrad"`` (variance of the gradients, ``E[g^2] - E[g]^2``, Adebayo et al. 2018; as
     Captum computes it). Noise is drawn from ``rng``, sample-major, in the method's dtype
-    (``standard_normal(dtype=float32)`` for float32: half the time of float64 draws, about two
-    forward passes' worth over 50 samples on a ResNet-50). Map: sum over channels.
+    (``standard_normal(dtype=float32)`` for float32, half the time of float64 draws, which cost
+    about two forward passes' worth over 50 samples on a ResNet-50). Map: sum over channels.
     """
 
     name: ClassVar[str] = "smoothgrad"
@@ -377,7 +377,6 @@ class SmoothGrad(GradientMethod):
         n, s = x.shape[0], self.samples
         sigma = self.sigmas(x)
         sample_of = np.repeat(np.arange(n), s)
-
         dtype = np.dtype(self.dtype)
 
         def build(sl: slice) -> np.ndarray:
@@ -392,7 +391,7 @@ class SmoothGrad(GradientMethod):
         plain = self.kind == "smoothgrad"  # the mean needs only each sample's sum of gradients
         for idx, g, _ in self._row_gradients(model, feeds, input_name, target, sample_of, build, sum_rows=plain):
             _accumulate(total, idx, g)
-            if self.kind != "smoothgrad":
+            if not plain:
                 g64 = g.astype(np.float64)
                 _accumulate(squares, idx, g64 * g64)
         mean = total / s
