@@ -549,10 +549,18 @@ class IntegratedGradients(GradientMethod):
         sample_of = np.repeat(np.arange(n), s)
         step_of = np.tile(np.arange(s), n)
 
+        # Path points in the method's dtype (float32 arithmetic for float32: the rows are fed in
+        # float32 anyway, and float64 temporaries cost ~0.7 forwards' worth over 50 steps).
+        dtype = np.dtype(self.dtype)
+        base_d, delta_d = base.astype(dtype), delta.astype(dtype)
+
         def build(sl: slice) -> np.ndarray:
             idx = sample_of[sl]
-            a = alphas[step_of[sl]].reshape(_per_sample(x))
-            return base[idx] + a * delta[idx]
+            a = alphas[step_of[sl]].astype(dtype).reshape(_per_sample(x))
+            rows = delta_d[idx]
+            rows *= a
+            rows += base_d[idx]
+            return rows
 
         total = np.zeros(x.shape)
         for idx, g, _ in self._row_gradients(
@@ -561,7 +569,6 @@ class IntegratedGradients(GradientMethod):
             _accumulate(total, idx, g)
         attr = delta * total
 
-        dtype = np.dtype(self.dtype)
         f_x = self._scores(model, feeds, target)
         f_base = self._scores(model, {**feeds, input_name: base.astype(dtype)}, target, original=False)
         change = f_x - f_base
