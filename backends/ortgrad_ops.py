@@ -369,30 +369,81 @@ def global_average_pool_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
 
 @emitter("AveragePool")
 def average_pool_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
-    """A depthwise ``ConvTranspose`` with weights ``1 / window size``: exact when every window
-    counts the same (no padding, or ``count_include_pad``) and no window runs past the input."""
+    """A depthwise ``ConvTranspose`` with weights ``1 / window size`` when every window counts
+    the same (no padding, or ``count_include_pad``); with padding excluded from the counts, the
+    cotangent is first divided by each window's own count of input positions (a constant of the
+    output's spatial shape) and spread with weights 1. No window may run past the padded input
+    (``ceil_mode`` and ``auto_pad`` are refused)."""
     x_shape, y_shape = b.shape(node.inputs[0]), b.shape(node.outputs[0])
     kernel = list(node.attrs["kernel_shape"])
     nd = len(kernel)
     pads = list(node.attrs.get("pads") or [0] * (2 * nd))
     if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or int(node.attrs.get("ceil_mode", 0)):
         raise _unsupported(node, b.opset, "uses auto_pad or ceil_mode, which the compiled backward does not invert")
-    if any(pads) and not int(node.attrs.get("count_include_pad", 0)):
-        raise _unsupported(node, b.opset, "excludes padding from its counts, which the compiled backward does not invert")
     if any(node.attrs.get("dilations") or [1] * nd) != 1 and (node.attrs.get("dilations") or [1]) != [1] * nd:
         raise _unsupported(node, b.opset, "is dilated")
+    if any(pads) and not int(node.attrs.get("count_include_pad", 0)):
+        strides = list(node.attrs.get("strides") or [1] * nd)
+        counts = np.ones((1, 1, *y_shape[2:]))
+        for i in range(nd):
+            start = np.arange(y_shape[2 + i]) * strides[i] - pads[i]
+            inside = np.minimum(start + kernel[i], x_shape[2 + i]) - np.maximum(start, 0)
+            counts = counts * inside.reshape((1, 1) + (1,) * i + (-1,) + (1,) * (nd - i - 1))
+        scaled = b.op("Mul", [gouts[0], b.const((1.0 / counts).astype(np.float32), "avg_counts")])
+        return (_spread(b, node, scaled, x_shape, y_shape, kernel, 1.0),)
     if not any(pads) and list(x_shape[2:]) == kernel and all(d == 1 for d in y_shape[2:]):
         # one window over the whole map (a global pool written as AveragePool, as the light
         # ResNet-50 has it): g / size broadcast back, not a depthwise ConvTranspose (12 ms
         # against ~1 at batch 13 on 2048 x 7 x 7)
         scaled = b.op("Mul", [gouts[0], b.const(1.0 / float(np.prod(kernel)))])
         return (b.op("Expand", [scaled, b.const(np.array(x_shape, dtype=np.int64), "shape", np.int64)]),)
-    strides, pads, output_padding = _spatial_geometry(b, node, x_shape, y_shape, kernel, [1] * nd)
+    return (_spread(b, node, gouts[0], x_shape, y_shape, kernel, 1.0 / float(np.prod(kernel))),)
+
+
+def _spread(b: GraphBuilder, node: Node, g: str, x_shape: Sequence[int], y_shape: Sequence[int],
+            kernel: list[int], weight: float) -> str:
+    """Each output cotangent times ``weight`` added to every input position of its window: a
+    depthwise ``ConvTranspose`` with a constant kernel, in the pool's geometry."""
+    strides, pads, output_padding = _spatial_geometry(b, node, x_shape, y_shape, kernel, [1] * len(kernel))
     channels = x_shape[1]
-    w = np.full((channels, 1, *kernel), 1.0 / float(np.prod(kernel)), dtype=np.float32)
-    gx = b.op("ConvTranspose", [gouts[0], b.const(w, "avg_w")], group=channels, strides=strides, pads=pads,
-              kernel_shape=kernel, output_padding=output_padding)
-    return (gx,)
+    w = np.full((channels, 1, *kernel), weight, dtype=np.float32)
+    return b.op("ConvTranspose", [g, b.const(w, "avg_w")], group=channels, strides=strides, pads=pads,
+                kernel_shape=kernel, output_padding=output_padding)
+
+
+@emitter("LRN")
+def lrn_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """The numpy rule in onnxruntime ops. With ``D = bias + alpha/size * S``, ``S`` the sum of
+    ``X^2`` over the channel window ``[c - floor((size-1)/2), c + ceil((size-1)/2)]``:
+    ``gX = g * D^-beta - (2 alpha beta / size) * X * S'(g * X * D^(-beta-1))``, where ``S'`` sums
+    over the transposed window. Both window sums are one 1x1 ``Conv`` with a 0/1 band matrix of
+    ``C x C``: a few percent of the neighbouring convs' work at AlexNet's and GoogLeNet's LRN
+    sizes. onnxruntime's own LRN kernel runs 4-D inputs and odd sizes only; others are refused
+    here (the numpy engine covers them)."""
+    x, g = node.inputs[0], gouts[0]
+    x_shape = b.shape(x)
+    channels, rank = x_shape[1], len(x_shape)
+    size = int(node.attrs["size"])
+    if size % 2 == 0 or rank != 4:
+        raise _unsupported(node, b.opset, f"has {'an even size' if size % 2 == 0 else f'a {rank}-D input'}, "
+                           "which onnxruntime's LRN kernel refuses")
+    alpha = float(node.attrs.get("alpha", 1e-4))
+    beta = float(node.attrs.get("beta", 0.75))
+    bias = float(node.attrs.get("bias", 1.0))
+    before, after = (size - 1) // 2, size // 2
+    band = np.zeros((channels, channels), dtype=np.float32)  # band[c, c'] = 1 where c' is in c's window
+    for c in range(channels):
+        band[c, max(0, c - before) : min(channels, c + after + 1)] = 1.0
+
+    def window_sum(v: str, matrix: np.ndarray) -> str:
+        return b.op("Conv", [v, b.const(matrix.reshape(channels, channels, 1, 1), "lrn_band")])
+
+    d = b.op("Add", [b.op("Mul", [window_sum(b.op("Mul", [x, x]), band), b.const(alpha / size)]), b.const(bias)])
+    d_beta = b.op("Pow", [d, b.const(-beta)])
+    t = b.op("Mul", [b.op("Mul", [g, x]), b.op("Div", [d_beta, d])])
+    back = window_sum(t, np.ascontiguousarray(band.T))
+    direct = b.op("Mul", [g, d_beta])
+    return (b.op("Sub", [direct, b.op("Mul", [b.op("Mul", [x, back]), b.const(2.0 * alpha * beta / size)])]),)
 
 
 @emitter("ReduceMean", "ReduceSum")
