@@ -38,7 +38,7 @@ from ..errors import ExecutionError, InputError, TargetError, UnsupportedOpError
 from ..graph import Node, node_attributes
 from .numpy.engine import GradResult
 from .numpy.registry import NON_DIFFERENTIABLE, VALUE_BLOCKING
-from .ortgrad_ops import _FALLBACK_HINT, EMITTERS, Emitter, GraphBuilder, _unsupported
+from .ortgrad_ops import _FALLBACK_HINT, EMITTERS, Emitter, GraphBuilder, _unsupported, initializer
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -317,8 +317,13 @@ class OrtGradBackend:
                 for k in done[0]}
 
     def model(self, feeds: Mapping[str, np.ndarray], seeds: Sequence[str], wrt: Sequence[str]) -> onnx.ModelProto:
-        """The compiled forward+backward model for these input shapes (for inspection)."""
-        return self._build(self._feeds(feeds), tuple(seeds), tuple(wrt), ())[0]
+        """The compiled forward+backward model for these input shapes (for inspection), with its
+        large initializers written inline (the compiled session gets them as buffers)."""
+        proto, _, _, external = self._build(self._feeds(feeds), tuple(seeds), tuple(wrt), ())
+        for k, t in enumerate(proto.graph.initializer):
+            if t.name in external:
+                proto.graph.initializer[k].CopyFrom(numpy_helper.from_array(external[t.name], t.name))
+        return proto
 
     # ------------------------------------------------------------------ building
     def _feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -331,10 +336,17 @@ class OrtGradBackend:
             out[info.name] = v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) and v.dtype != np.float32 else v
         return out
 
-    def _session(self, proto: onnx.ModelProto, threads: int | None = None) -> ort.InferenceSession:
+    def _session(self, proto: onnx.ModelProto, threads: int | None = None,
+                 external: Mapping[str, np.ndarray] | None = None) -> ort.InferenceSession:
+        """A session for ``proto``; ``external`` holds the buffers of its external-data
+        initializers (see :func:`onnxviz.backends.ortgrad_ops.initializer`)."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        if external:  # onnxruntime drops unused initializers before it would look for these
+            used = {i for n in proto.graph.node for i in n.input}
+            names = [t.name for t in proto.graph.initializer if t.name in external and t.name in used]
+            opts.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(external[k]) for k in names])
         opts.log_severity_level = 3
         # Threads stop spinning when a run returns (they still spin between the parallel sections
         # of a run): onnxviz alternates sessions (a forward, then the compiled backward) and numpy
@@ -363,14 +375,17 @@ class OrtGradBackend:
 
     def _compile(self, arrays: Mapping[str, np.ndarray], seeds: tuple[str, ...], wrt: tuple[str, ...],
                  values: tuple[str, ...], threads: int | None, sum_rows: bool) -> _Compiled:
-        proto, seed_inputs, grad_outputs = self._build(arrays, seeds, wrt, values, sum_rows)
+        proto, seed_inputs, grad_outputs, external = self._build(arrays, seeds, wrt, values, sum_rows)
         value_outputs = tuple(dict.fromkeys(seeds + values))
-        return _Compiled(self._session(proto, threads), seed_inputs, value_outputs, grad_outputs, proto,
-                         proto.ByteSize())
+        nbytes = proto.ByteSize() + sum(v.nbytes for v in external.values())
+        return _Compiled(self._session(proto, threads, external), seed_inputs, value_outputs, grad_outputs, proto,
+                         nbytes)
 
     def _build(self, arrays: Mapping[str, np.ndarray], seeds: tuple[str, ...], wrt: tuple[str, ...],
                values: tuple[str, ...], sum_rows: bool = False,
-               ) -> tuple[onnx.ModelProto, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+               ) -> tuple[onnx.ModelProto, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], dict[str, np.ndarray]]:
+        """The compiled model, its seed inputs and gradient outputs, and the buffers of its
+        external-data initializers."""
         g = self.graph
         opset = g.opset
         consts = g.constants
@@ -442,14 +457,15 @@ class OrtGradBackend:
         # 3. static shapes of the tensors the emitters look at
         inputs = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
                   for k, v in arrays.items()]
-        initializers = [numpy_helper.from_array(np.asarray(consts[name]), name) for name in sorted(used_consts)]
+        external: dict[str, np.ndarray] = {}
+        initializers = [initializer(np.asarray(consts[name]), name, external) for name in sorted(used_consts)]
         initializers += extra_inits
         wanted = {x for n in path for x in (*n.inputs, *n.outputs) if x and x not in consts} | targets
-        shapes = self._shapes(protos, inputs, initializers, out_opset, wanted, arrays)
+        shapes = self._shapes(protos, inputs, initializers, out_opset, wanted, arrays, external)
 
         # 4. the backward
         b = GraphBuilder(out_opset, shapes, {**consts, **{t.name: numpy_helper.to_array(t) for t in extra_inits}},
-                         reach)
+                         reach, external)
         b.keep = set(wrt)
         contributions: dict[str, list[str]] = {}
         seed_inputs = []
@@ -504,11 +520,11 @@ class OrtGradBackend:
                                   initializer=initializers + b.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", out_opset)], ir_version=8,
                                   producer_name="onnxviz-ortgrad")
-        return model, tuple(seed_inputs), tuple(grad_outputs)
+        return model, tuple(seed_inputs), tuple(grad_outputs), external
 
     def _shapes(self, protos: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
                 initializers: list[onnx.TensorProto], opset: int, wanted: set[str],
-                arrays: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+                arrays: Mapping[str, np.ndarray], external: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
         """Static shapes: onnx shape inference, then one tapped onnxruntime run for the rest."""
         fwd = helper.make_model(
             helper.make_graph(protos, "fwd", inputs, [], initializer=initializers),
@@ -527,7 +543,7 @@ class OrtGradBackend:
         rest = sorted(wanted - set(shapes))
         if rest:
             fwd.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in rest)
-            sess = self._session(fwd)
+            sess = self._session(fwd, external=external)
             for name, v in zip(rest, sess.run(rest, dict(arrays))):
                 shapes[name] = tuple(v.shape)
         return shapes

@@ -49,17 +49,44 @@ def _unsupported(node: Node, opset: int, reason: str) -> UnsupportedOpError:
 # ---------------------------------------------------------------------------------- the builder
 
 
+#: Constants of at least this many bytes reach onnxruntime as external initializers (their numpy
+#: buffers handed over when the session is created) instead of TensorProto bytes: serializing,
+#: measuring and copying a ResNet-50's ~200 MB of forward and backward weights as protobuf took
+#: about a second of every compile. Smaller ones stay inline (shape inference reads those).
+EXTERNAL_BYTES = 1024
+
+
+def initializer(value: np.ndarray, name: str, external: dict[str, np.ndarray]) -> onnx.TensorProto:
+    """``value`` as an initializer: inline when small, else a placeholder with an external-data
+    reference (name, dtype and dims only) whose buffer is kept in ``external`` under ``name``."""
+    value = np.asarray(value)
+    if value.nbytes < EXTERNAL_BYTES or value.dtype.kind not in "biuf":
+        return numpy_helper.from_array(value, name)
+    t = onnx.TensorProto()
+    t.name = name
+    t.data_type = helper.np_dtype_to_tensor_dtype(value.dtype)
+    t.dims.extend(value.shape)
+    t.data_location = onnx.TensorProto.EXTERNAL
+    for key, text in (("location", "onnxviz-in-memory"), ("offset", "0"), ("length", str(value.nbytes))):
+        entry = t.external_data.add()
+        entry.key, entry.value = key, text
+    external[name] = np.ascontiguousarray(value)
+    return t
+
+
 class GraphBuilder:
     """Appends nodes and constants to the backward model; knows every tensor's static shape."""
 
     def __init__(self, opset: int, shapes: Mapping[str, tuple[int, ...]], consts: Mapping[str, np.ndarray],
-                 reach: set[str]) -> None:
+                 reach: set[str], external: dict[str, np.ndarray] | None = None) -> None:
         self.opset = opset
         self.shapes = dict(shapes)
         self.consts: dict[str, np.ndarray] = dict(consts)
         self.reach = reach
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
+        #: Buffers of the large initializers (see :func:`initializer`).
+        self.external: dict[str, np.ndarray] = {} if external is None else external
         self._count = 0
         #: Tensors whose gradients are outputs of the model (they must stay materialized).
         self.keep: set[str] = set()
@@ -91,7 +118,7 @@ class GraphBuilder:
 
     def const(self, value: Any, hint: str = "c", dtype: Any = np.float32) -> str:
         name = self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        self.initializers.append(initializer(np.asarray(value, dtype=dtype), name, self.external))
         self.shapes[name] = tuple(np.shape(value))
         return name
 
@@ -125,6 +152,7 @@ class GraphBuilder:
         const = self.nodes[mul].input[1]
         del self.nodes[mul]
         self.initializers = [t for t in self.initializers if t.name != const]
+        self.external.pop(const, None)
         return g0, factor
 
     def masked(self, mask: str, g: str) -> str:
@@ -182,26 +210,27 @@ def conv_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     w_shape = b.shape(w)
     nd = len(w_shape) - 2
     g, factor = b.unscaled(g, node) if w in b.consts else (g, None)
-    if factor is not None:  # the following BatchNormalization's scale, folded into the weights
-        wv = (np.asarray(b.consts[w], np.float64) * factor.reshape((-1,) + (1,) * (nd + 1))).astype(np.float32)
-        w = b.const(wv, "w_bn", np.float32)
-        b.consts[w] = wv
+    weights = np.asarray(b.consts[w]) if w in b.consts else None
+    if factor is not None and weights is not None:  # the following BatchNormalization's scale, folded in
+        weights = (weights.astype(np.float64) * factor.reshape((-1,) + (1,) * (nd + 1))).astype(np.float32)
     kernel = list(node.attrs.get("kernel_shape") or w_shape[2:])
     dilations = list(node.attrs.get("dilations") or [1] * nd)
     strides, pads, output_padding = _spatial_geometry(b, node, b.shape(x), b.shape(node.outputs[0]), kernel, dilations)
     group = int(node.attrs.get("group", 1))
     back_pads = [dilations[i % nd] * (kernel[i % nd] - 1) - p for i, p in enumerate(pads)]
-    if all(s == 1 for s in strides) and min(back_pads) >= 0 and w in b.consts:
+    if all(s == 1 for s in strides) and min(back_pads) >= 0 and weights is not None:
         # Stride 1: the input gradient is a correlation of G with the flipped kernel, in and out
         # channels swapped per group, and pads d*(k-1) - p. onnxruntime's Conv kernels (its
         # depthwise ones above all) are several times faster than its ConvTranspose.
-        wt = np.asarray(b.consts[w])
+        wt = weights
         m, cg = wt.shape[:2]
         wt = wt.reshape(group, m // group, cg, *wt.shape[2:]).swapaxes(1, 2).reshape(cg * group, m // group, *wt.shape[2:])
         wt = np.ascontiguousarray(wt[(slice(None), slice(None)) + (slice(None, None, -1),) * nd])
         gx = b.op("Conv", [g, b.const(wt, "w_flip", wt.dtype)], group=group, pads=back_pads,
                   dilations=dilations, kernel_shape=kernel)
     else:
+        if factor is not None and weights is not None:
+            w = b.const(weights, "w_bn", np.float32)
         gx = b.op("ConvTranspose", [g, w], group=group, strides=strides, pads=pads,
                   dilations=dilations, kernel_shape=kernel, output_padding=output_padding)
     return (gx,) + (None,) * (len(node.inputs) - 1)

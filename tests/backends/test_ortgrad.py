@@ -465,3 +465,26 @@ def test_light_models_with_lrn_or_padded_average_pools_compile(name: str) -> Non
     shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in m.inputs[0].shape)
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     compare(proto, {m.inputs[0].name: x}, seed_tensor, tol=1e-3)
+
+
+def test_large_constants_reach_onnxruntime_as_buffers_and_inspection_gets_them_inline() -> None:
+    """The compiled model carries its weights as external-data placeholders (handed to
+    onnxruntime as numpy buffers: no protobuf serialization of the weights); ``model()`` writes
+    them inline, so what it returns runs on its own and gives the same gradient."""
+    proto = models.tiny_cnn()
+    m = Model.from_proto(proto)
+    backend = OrtGradBackend(m.graph, proto)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    compiled, seeds, grads, external = backend._build({"input": x}, ("logits",), ("input",), ())
+    placeholders = [t for t in compiled.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+    assert placeholders and {t.name for t in placeholders} <= set(external)
+    assert all(not t.raw_data for t in placeholders)
+    inline = backend.model({"input": x}, ["logits"], ["input"])
+    assert not any(t.data_location == TensorProto.EXTERNAL for t in inline.graph.initializer)
+    import onnxruntime as ort
+
+    seed = np.random.default_rng(1).standard_normal((2, 10)).astype(np.float32)
+    session = ort.InferenceSession(inline.SerializeToString(), providers=["CPUExecutionProvider"])
+    (got,) = session.run([grads[0][1]], {"input": x, seeds[0][1]: seed})
+    want = backend.value_and_grad({"input": x}, {"logits": seed}, ["input"]).grads["input"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
