@@ -38,7 +38,14 @@ from ..errors import ExecutionError, InputError, TargetError, UnsupportedOpError
 from ..graph import Node, node_attributes
 from .numpy.engine import GradResult
 from .numpy.registry import NON_DIFFERENTIABLE, VALUE_BLOCKING
-from .ortgrad_ops import _FALLBACK_HINT, EMITTERS, Emitter, GraphBuilder, _unsupported, initializer
+from .ortgrad_ops import (
+    _FALLBACK_HINT,
+    EMITTERS,
+    Emitter,
+    GraphBuilder,
+    _unsupported,
+    initializer,
+)
 
 if TYPE_CHECKING:
     import onnxruntime as ort
