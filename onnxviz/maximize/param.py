@@ -218,12 +218,14 @@ class FFTParam:
         spec = np.empty((h, wf, n, c), dtype=cplx)
         # written in the parameters' order (reads contiguous), into the pixel-major spectrum
         np.multiply(q, fw, out=spec.view(real).reshape(h, wf, n, c, 2).transpose(2, 4, 3, 0, 1))
-        spec = sfft.ifft(spec, axis=0, overwrite_x=True)
-        img = sfft.irfft(spec, n=w, axis=1)
+        # workers: the transforms of the batch's images and channels are independent, so the
+        # results are the same with any number of threads (16 images of 128x128: 5.0 -> 3.1 ms)
+        spec = sfft.ifft(spec, axis=0, overwrite_x=True, workers=-1)
+        img = sfft.irfft(spec, n=w, axis=1, workers=-1)
 
         def vjp(g: np.ndarray) -> np.ndarray:
-            gs = sfft.rfft(g, axis=1)
-            gs = sfft.fft(gs, axis=0, overwrite_x=True)
+            gs = sfft.rfft(g, axis=1, workers=-1)
+            gs = sfft.fft(gs, axis=0, overwrite_x=True, workers=-1)
             out = np.empty((n, 2, c, h, wf), dtype=params.dtype)
             np.multiply(gs.view(real).reshape(h, wf, n, c, 2).transpose(2, 4, 3, 0, 1), bw, out=out)
             return out if mix is None else _mix(out, mix.T, 2)
