@@ -416,7 +416,8 @@ def average_pool_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
         counts = np.ones((1, 1, *y_shape[2:]))
         for i in range(nd):
             start = np.arange(y_shape[2 + i]) * strides[i] - pads[i]
-            inside = np.minimum(start + kernel[i], x_shape[2 + i]) - np.maximum(start, 0)
+            # a window wholly in the padding (pads >= kernel) reads nothing and gets no gradient
+            inside = np.maximum(np.minimum(start + kernel[i], x_shape[2 + i]) - np.maximum(start, 0), 1)
             counts = counts * inside.reshape((1, 1) + (1,) * i + (-1,) + (1,) * (nd - i - 1))
         scaled = b.op("Mul", [gouts[0], b.const((1.0 / counts).astype(np.float32), "avg_counts")])
         return (_spread(b, node, scaled, x_shape, y_shape, kernel, 1.0),)
