@@ -9,9 +9,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..files import atomic_write
+
+if TYPE_CHECKING:
+    from ..inputs import PreparedInputs
+    from ..model import Model
 
 __all__ = [
     "parse_shape",
@@ -98,14 +103,14 @@ class Progress:
             print(f"[{elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def prepare_cli_inputs(model: object, args: argparse.Namespace) -> object | None:
+def prepare_cli_inputs(model: Model, args: argparse.Namespace) -> PreparedInputs | None:
     """The ``--input`` files as a :class:`onnxviz.inputs.PreparedInputs`, or None without inputs."""
     from ..inputs import prepare_inputs
 
     if not args.input:
         return None
     return prepare_inputs(
-        model.inputs,  # type: ignore[attr-defined]
+        model.inputs,
         args.input,
         preset=args.preset or "imagenet",
         mean=args.mean,

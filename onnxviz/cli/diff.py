@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..diff import DEFAULT_MIN_SPEARMAN, DEFAULT_THRESHOLD, DiffResult, diff
@@ -82,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
         feeds, described = None, None
         progress(f"no --input given: generating a seeded probe set of {args.samples} inputs")
     else:
-        feeds = prepared.feeds  # type: ignore[attr-defined]
-        described = f"{prepared.batch_size} given input(s): " + ", ".join(prepared.sources)  # type: ignore[attr-defined]
+        feeds = prepared.feeds
+        described = f"{prepared.batch_size} given input(s): " + ", ".join(prepared.sources)
     progress("comparing tensors, weights" + ("" if args.no_attention else " and attribution maps"))
     result = diff(
         a,
@@ -117,7 +118,7 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.0%}"
 
 
-def _table(rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]], right: set[int]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [
         "  " + "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
         x = ModelInput(pre).forward(np.full((1,) + _probe_hw(pre, image) + (pre.channels,), 0.5, dtype=np.float32))
         values = model.run(x, taps=layers)
-        terms = []
+        terms: list[Objective] = []
         for name in layers:
             units = parse_units(args.channels, int(values[name].shape[1]) if values[name].ndim >= 2 else None)
             terms.extend(channel(name, c) for c in units)

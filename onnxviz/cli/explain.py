@@ -138,21 +138,21 @@ def run(args: argparse.Namespace) -> int:
     explanations: list[Explanation] = []
     for target in _targets(args, model, feeds):
         progress(f"{args.method}: explaining target {target if target is not None else 'top class'}")
-        e = method.explain(
+        explanation = method.explain(
             model, feeds, target, output=args.output_tensor, input_name=input_name,
             rng=np.random.default_rng(args.seed),
         )
         if args.trust:
             progress("trust figures: deletion/insertion AUC and the randomization check")
-            extra = deletion_insertion(model, feeds, e).as_trust()
+            extra = deletion_insertion(model, feeds, explanation).as_trust()
             extra.update(
                 randomization_test(
                     model, feeds, method, target=target, output=args.output_tensor, input_name=input_name,
                     top=1, rng=np.random.default_rng(args.seed),
                 ).as_trust()
             )
-            e = dataclasses.replace(e, trust={**e.trust, **extra})
-        explanations.append(e)
+            explanation = dataclasses.replace(explanation, trust={**explanation.trust, **extra})
+        explanations.append(explanation)
     images = display_images(feeds[input_name], prepared.preprocess, channel_axis(model, input_name))
     panel = explanation_panel(images, explanations)
     save_png(panel, Path(args.out))
