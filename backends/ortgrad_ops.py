@@ -128,7 +128,9 @@ class GraphBuilder:
         return outs[0] if n_out == 1 else outs
 
     def reshape(self, g: str, shape: Sequence[int]) -> str:
-        return self.op("Reshape", [g, self.const(np.array(shape, dtype=np.int64), "shape", np.int64)])
+        # a static target: a 0 in it is an empty axis, not "copy the input's dim" (allowzero)
+        attrs = {"allowzero": 1} if 0 in shape else {}
+        return self.op("Reshape", [g, self.const(np.array(shape, dtype=np.int64), "shape", np.int64)], **attrs)
 
     def unbroadcast(self, g: str, out_shape: Sequence[int], in_shape: Sequence[int]) -> str:
         """Sum ``g`` (of the broadcast output's shape) back to an operand's shape."""
@@ -215,6 +217,8 @@ def conv_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
         weights = (weights.astype(np.float64) * factor.reshape((-1,) + (1,) * (nd + 1))).astype(np.float32)
     kernel = list(node.attrs.get("kernel_shape") or w_shape[2:])
     dilations = list(node.attrs.get("dilations") or [1] * nd)
+    if node.attrs.get("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER") and any(d != 1 for d in dilations):
+        raise _unsupported(node, b.opset, "is dilated with auto_pad SAME, which onnxruntime's Conv refuses")
     strides, pads, output_padding = _spatial_geometry(b, node, b.shape(x), b.shape(node.outputs[0]), kernel, dilations)
     group = int(node.attrs.get("group", 1))
     back_pads = [dilations[i % nd] * (kernel[i % nd] - 1) - p for i, p in enumerate(pads)]
