@@ -14,13 +14,20 @@ import dataclasses
 
 import numpy as np
 import pytest
-
 from onnxviz.backends.numpy import REGISTRY, Call
 from onnxviz.backends.ortgrad import EMITTERS, OrtGradBackend
+
 from onnxviz.errors import UnsupportedOpError
 from onnxviz.model import Model
 from tests.backends.numpy.cases import ALL_CASES
-from tests.backends.numpy.opcase import OpCase, cast_floats, grad_inputs, materialize, one_node_model, run_numpy
+from tests.backends.numpy.opcase import (
+    OpCase,
+    cast_floats,
+    grad_inputs,
+    materialize,
+    one_node_model,
+    run_numpy,
+)
 
 CASES = [c for c in ALL_CASES if c.op_type in EMITTERS and c.check_grad and not c.domain and c.opset >= 9]
 
