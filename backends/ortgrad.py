@@ -74,6 +74,11 @@ _SAME_SEMANTICS = frozenset({
 })
 
 
+#: Ops whose versions from the given opset up to 16 keep the float semantics (their inputs moved
+#: from attributes at that opset; later versions only add types or optional inputs).
+_SAME_SINCE = {"Slice": 10, "Pad": 11}
+
+
 def _upgrade(node: Node, proto: onnx.NodeProto, opset: int, add_const: Callable[[np.ndarray, str], str],
              consumed: Callable[[str], bool]) -> list[onnx.NodeProto]:
     """The node as opset-16 node(s); refuse what cannot be converted safely."""
@@ -118,7 +123,7 @@ def _upgrade(node: Node, proto: onnx.NodeProto, opset: int, add_const: Callable[
         ]
     if op == "BatchNormalization" and sum(1 for o in node.outputs if o) > 1:
         raise UnsupportedOpError(op, node.label, opset, reason="is in training mode", hint=_FALLBACK_HINT)
-    if op in _SAME_SEMANTICS:
+    if op in _SAME_SEMANTICS or _SAME_SINCE.get(op, MIN_OPSET + 1) <= opset:
         return [proto]
     try:
         old = onnx.defs.get_schema(op, opset, node.domain).since_version

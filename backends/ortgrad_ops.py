@@ -575,6 +575,338 @@ def softmax_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     return (b.op("Mul", [y, b.op("Sub", [g, dot])]),)
 
 
+# ------------------------------------------------------------ more element-wise and shape ops
+# Each rule is the numpy engine's (``backends/numpy/ops``) written in onnxruntime ops; the
+# table-driven test (tests/backends/test_ortgrad_ops.py) checks every emitter against it.
+
+
+def _axes(b: GraphBuilder, axes: Sequence[int]) -> str:
+    return b.const(np.array(list(axes), dtype=np.int64), "axes", np.int64)
+
+
+def _reduce_mean(b: GraphBuilder, x: str, axes: Sequence[int]) -> str:
+    """ReduceMean keeping dims, in the model's opset's form (axes an input from opset 18)."""
+    if b.opset >= 18:
+        return b.op("ReduceMean", [x, _axes(b, axes)], keepdims=1)
+    return b.op("ReduceMean", [x], axes=list(axes), keepdims=1)
+
+
+def _zeros(b: GraphBuilder, shape: Sequence[int]) -> str:
+    return b.op("ConstantOfShape", [b.const(np.array(list(shape), dtype=np.int64), "shape", np.int64)],
+                value=numpy_helper.from_array(np.zeros(1, dtype=np.float32)))
+
+
+def _float_mask(b: GraphBuilder, condition: str) -> str:
+    return b.op("Cast", [condition], to=TensorProto.FLOAT)
+
+
+@emitter("Neg")
+def neg_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    return (b.op("Neg", [gouts[0]]),)
+
+
+@emitter("Abs")
+def abs_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """``g * sign(X)``, zero at 0."""
+    return (b.op("Mul", [gouts[0], b.op("Sign", [node.inputs[0]])]),)
+
+
+@emitter("Exp")
+def exp_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    return (b.op("Mul", [gouts[0], node.outputs[0]]),)
+
+
+@emitter("Log")
+def log_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    return (b.op("Div", [gouts[0], node.inputs[0]]),)
+
+
+@emitter("Sqrt")
+def sqrt_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    return (b.op("Div", [b.op("Mul", [gouts[0], b.const(0.5)]), node.outputs[0]]),)
+
+
+@emitter("Reciprocal")
+def reciprocal_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    y = node.outputs[0]
+    return (b.op("Neg", [b.op("Mul", [gouts[0], b.op("Mul", [y, y])])]),)
+
+
+@emitter("Softplus")
+def softplus_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    return (b.op("Mul", [gouts[0], b.op("Sigmoid", [node.inputs[0]])]),)
+
+
+@emitter("Erf")
+def erf_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    x = node.inputs[0]
+    bell = b.op("Exp", [b.op("Neg", [b.op("Mul", [x, x])])])
+    return (b.op("Mul", [gouts[0], b.op("Mul", [bell, b.const(2.0 / np.sqrt(np.pi))])]),)
+
+
+@emitter("Elu", "Selu")
+def exp_linear_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """``scale`` above 0; ``Y + scale * alpha`` at and below 0 (read off the output)."""
+    if node.op_type == "Elu":
+        alpha, scale = float(node.attrs.get("alpha", 1.0)), 1.0
+    else:
+        alpha = float(node.attrs.get("alpha", 1.67326319217681884765625))
+        scale = float(node.attrs.get("gamma", 1.05070102214813232421875))
+    x, y = node.inputs[0], node.outputs[0]
+    below = _float_mask(b, b.op("LessOrEqual", [x, b.const(0.0)]))
+    slope = b.op("Add", [b.op("Mul", [b.op("Add", [y, b.const(scale * alpha - scale)]), below]), b.const(scale)])
+    return (b.op("Mul", [gouts[0], slope]),)
+
+
+@emitter("PRelu")
+def prelu_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """``g`` where ``X >= 0``, ``g * slope`` elsewhere; no slope gradient."""
+    if b.needs(node, 1):
+        raise _unsupported(node, b.opset, "needs a gradient w.r.t. its slope")
+    x, slope = node.inputs
+    upper = _float_mask(b, b.op("GreaterOrEqual", [x, b.const(0.0)]))
+    factor = b.op("Add", [slope, b.op("Mul", [b.op("Sub", [b.const(1.0), slope]), upper])])
+    return (b.op("Mul", [gouts[0], factor]), None)
+
+
+@emitter("Gelu")
+def gelu_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """Exact: ``Phi(x) + x phi(x)``; ``approximate="tanh"``: the derivative of the tanh form."""
+    x = node.inputs[0]
+    approximate = node.attrs.get("approximate", "none")
+    approximate = approximate.decode() if isinstance(approximate, bytes) else str(approximate)
+    if approximate == "tanh":
+        c, k = float(np.sqrt(2.0 / np.pi)), 0.044715
+        x2 = b.op("Mul", [x, x])
+        inner = b.op("Mul", [b.op("Mul", [x, b.op("Add", [b.op("Mul", [x2, b.const(k)]), b.const(1.0)])]), b.const(c)])
+        th = b.op("Tanh", [inner])
+        half = b.op("Mul", [b.op("Add", [th, b.const(1.0)]), b.const(0.5)])
+        dinner = b.op("Mul", [b.op("Add", [b.op("Mul", [x2, b.const(3 * k)]), b.const(1.0)]), b.const(c)])
+        sech2 = b.op("Sub", [b.const(1.0), b.op("Mul", [th, th])])
+        slope = b.op("Add", [half, b.op("Mul", [b.op("Mul", [b.op("Mul", [x, b.const(0.5)]), sech2]), dinner])])
+    else:
+        cdf = b.op("Mul", [b.op("Add", [b.op("Erf", [b.op("Mul", [x, b.const(1.0 / np.sqrt(2.0))])]), b.const(1.0)]),
+                           b.const(0.5)])
+        pdf = b.op("Mul", [b.op("Exp", [b.op("Mul", [b.op("Mul", [x, x]), b.const(-0.5)])]),
+                           b.const(1.0 / np.sqrt(2.0 * np.pi))])
+        slope = b.op("Add", [cdf, b.op("Mul", [x, pdf])])
+    return (b.op("Mul", [gouts[0], slope]),)
+
+
+@emitter("Cast")
+def cast_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """A float32 -> float32 cast is the identity (the compiled backward runs float32 only)."""
+    if int(node.attrs.get("to", 0)) != TensorProto.FLOAT:
+        raise _unsupported(node, b.opset, "casts to another type than float32 on the gradient path")
+    return (gouts[0],)
+
+
+@emitter("Mean")
+def mean_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    y_shape = b.shape(node.outputs[0])
+    scaled = b.op("Mul", [gouts[0], b.const(1.0 / len(node.inputs))])
+    return tuple(b.unbroadcast(scaled, y_shape, b.shape(name)) if b.needs(node, k) else None
+                 for k, name in enumerate(node.inputs))
+
+
+@emitter("Min", "Max")
+def extremum_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """To the input(s) attaining the extremum, split evenly on ties (the numpy rule)."""
+    g, y = gouts[0], node.outputs[0]
+    if len(node.inputs) == 1:
+        return (g,)
+    y_shape = b.shape(y)
+    hits = [_float_mask(b, b.op("Equal", [name, y])) for name in node.inputs]
+    share = b.op("Div", [g, b.op("Sum", hits)])
+    return tuple(b.unbroadcast(b.op("Mul", [share, hit]), y_shape, b.shape(name)) if b.needs(node, k) else None
+                 for k, (name, hit) in enumerate(zip(node.inputs, hits)))
+
+
+@emitter("Where")
+def where_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    cond, x, other = node.inputs
+    g, y_shape = gouts[0], b.shape(node.outputs[0])
+    gx = gy = None
+    if b.needs(node, 1):
+        gx = b.unbroadcast(b.op("Mul", [g, _float_mask(b, cond)]), y_shape, b.shape(x))
+    if b.needs(node, 2):
+        gy = b.unbroadcast(b.op("Mul", [g, _float_mask(b, b.op("Not", [cond]))]), y_shape, b.shape(other))
+    return (None, gx, gy)
+
+
+@emitter("Pow")
+def pow_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """``g * e * a^(e-1)`` for the base, ``g * y * log(a)`` for the exponent."""
+    a, e = node.inputs
+    g, y_shape = gouts[0], b.shape(node.outputs[0])
+    if e in b.consts:
+        ev = np.asarray(b.consts[e], dtype=np.float32)
+        exponent, minus_one = b.const(ev, "pow_e"), b.const(ev - 1.0, "pow_e1")
+    else:
+        exponent = b.op("Cast", [e], to=TensorProto.FLOAT)
+        minus_one = b.op("Sub", [exponent, b.const(1.0)])
+    ga = ge = None
+    if b.needs(node, 0):
+        ga = b.unbroadcast(b.op("Mul", [g, b.op("Mul", [exponent, b.op("Pow", [a, minus_one])])]), y_shape, b.shape(a))
+    if b.needs(node, 1):
+        ge = b.unbroadcast(b.op("Mul", [g, b.op("Mul", [node.outputs[0], b.op("Log", [a])])]), y_shape, b.shape(e))
+    return (ga, ge)
+
+
+@emitter("LogSoftmax")
+def log_softmax_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """LogSoftmax-13: ``g - softmax * sum(g)`` over the axis (older opsets are refused when
+    upgraded: their 2-D coercion differs)."""
+    g, y = gouts[0], node.outputs[0]
+    axis = int(node.attrs.get("axis", -1))
+    total = b.op("ReduceSum", [g, _axes(b, [axis])], keepdims=1)
+    return (b.op("Sub", [g, b.op("Mul", [b.op("Exp", [y]), total])]),)
+
+
+@emitter("Expand")
+def expand_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    return (b.unbroadcast(gouts[0], b.shape(node.outputs[0]), b.shape(node.inputs[0])), None)
+
+
+@emitter("Tile")
+def tile_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """The sum over the tiles: ``(r0, d0, r1, d1, ...)`` summed over the ``r`` axes."""
+    x_shape = b.shape(node.inputs[0])
+    repeats = [int(r) for r in np.asarray(b.constant(node, 1, "repeats")).ravel()]
+    split = [d for pair in zip(repeats, x_shape) for d in pair]
+    summed = b.op("ReduceSum", [b.reshape(gouts[0], split), _axes(b, range(0, 2 * len(x_shape), 2))], keepdims=0)
+    return (b.reshape(summed, x_shape), None)
+
+
+@emitter("Split")
+def split_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """The pieces' cotangents concatenated back, zeros for pieces without one."""
+    axis = int(node.attrs.get("axis", 0)) % len(b.shape(node.inputs[0]))
+    parts = [g if g is not None else _zeros(b, b.shape(o)) for g, o in zip(gouts, node.outputs)]
+    return (b.op("Concat", parts, axis=axis),) + (None,) * (len(node.inputs) - 1)
+
+
+@emitter("Slice")
+def slice_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """Step 1 (constant starts, ends, axes): the cotangent padded back with zeros to X's shape."""
+    x_shape = b.shape(node.inputs[0])
+    starts = [int(v) for v in np.asarray(b.constant(node, 1, "starts")).ravel()]
+    ends = [int(v) for v in np.asarray(b.constant(node, 2, "ends")).ravel()]
+    rank = len(x_shape)
+    axes = ([int(v) % rank for v in np.asarray(b.constant(node, 3, "axes")).ravel()]
+            if len(node.inputs) > 3 and node.inputs[3] else list(range(len(starts))))
+    steps = ([int(v) for v in np.asarray(b.constant(node, 4, "steps")).ravel()]
+             if len(node.inputs) > 4 and node.inputs[4] else [1] * len(starts))
+    if any(s != 1 for s in steps):
+        raise _unsupported(node, b.opset, "has a step other than 1")
+    pads = [0] * (2 * rank)
+    for axis, start, end in zip(axes, starts, ends):
+        lo, hi, _ = slice(start, end, 1).indices(x_shape[axis])
+        hi = max(hi, lo)
+        pads[axis], pads[rank + axis] = lo, x_shape[axis] - hi
+    gx = b.op("Pad", [gouts[0], b.const(np.array(pads, dtype=np.int64), "pads", np.int64)]) if any(pads) else gouts[0]
+    return (gx,) + (None,) * (len(node.inputs) - 1)
+
+
+@emitter("Pad")
+def pad_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """Constant mode: the cotangent's interior (padding cut off, cropped borders given back as
+    zeros)."""
+    mode = node.attrs.get("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode != "constant":
+        raise _unsupported(node, b.opset, f"pads in {mode!r} mode")
+    if b.needs(node, 2):
+        raise _unsupported(node, b.opset, "needs a gradient w.r.t. its constant value")
+    x_shape = b.shape(node.inputs[0])
+    rank = len(x_shape)
+    given = [int(v) for v in np.asarray(b.constant(node, 1, "pads")).ravel()]
+    axes = ([int(v) % rank for v in np.asarray(b.constant(node, 3, "axes")).ravel()]
+            if len(node.inputs) > 3 and node.inputs[3] else list(range(rank)))
+    pads = [0] * (2 * rank)
+    for k, axis in enumerate(axes):
+        pads[axis], pads[rank + axis] = given[k], given[len(axes) + k]
+    g = gouts[0]
+    crops = [max(-p, 0) for p in pads]
+    if any(crops):
+        g = b.op("Pad", [g, b.const(np.array(crops, dtype=np.int64), "pads", np.int64)])
+    cut = [max(p, 0) for p in pads]
+    if any(cut):
+        y_shape = b.shape(node.outputs[0])
+        ends = [y_shape[a] + crops[a] + crops[rank + a] - cut[rank + a] for a in range(rank)]
+        g = b.op("Slice", [g, b.const(np.array(cut[:rank], dtype=np.int64), "starts", np.int64),
+                           b.const(np.array(ends, dtype=np.int64), "ends", np.int64)])
+    return (g,) + (None,) * (len(node.inputs) - 1)
+
+
+@emitter("ConvTranspose")
+def conv_transpose_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """Input gradient of a transposed convolution with constant weights: the ``Conv`` with the
+    same weights, group, strides, dilations and explicit pads (its output has X's size)."""
+    if b.needs(node, 1) or b.needs(node, 2):
+        raise _unsupported(node, b.opset, "needs a weight or bias gradient, which the compiled backward lacks")
+    if node.inputs[1] not in b.consts:
+        raise _unsupported(node, b.opset, "has non-constant weights")
+    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or node.attrs.get("output_shape"):
+        raise _unsupported(node, b.opset, "uses auto_pad or output_shape, which the compiled backward does not invert")
+    w_shape = b.shape(node.inputs[1])
+    nd = len(w_shape) - 2
+    attrs = {"group": int(node.attrs.get("group", 1)), "kernel_shape": list(node.attrs.get("kernel_shape") or w_shape[2:]),
+             "strides": list(node.attrs.get("strides") or [1] * nd),
+             "dilations": list(node.attrs.get("dilations") or [1] * nd),
+             "pads": list(node.attrs.get("pads") or [0] * (2 * nd))}
+    gx = b.op("Conv", [gouts[0], node.inputs[1]], **attrs)
+    return (gx,) + (None,) * (len(node.inputs) - 1)
+
+
+def _normalize_vjp(b: GraphBuilder, x: str, g: str, scale: str, axes: Sequence[int], eps: float) -> str:
+    """``inv * (gs - mean(gs) - xh * mean(gs * xh))`` over ``axes``, ``gs = g * scale``,
+    ``xh = (x - mean) * inv``, ``inv = 1 / sqrt(var + eps)``: the input gradient of a
+    normalization with an affine scale."""
+    centred = b.op("Sub", [x, _reduce_mean(b, x, axes)])
+    var = _reduce_mean(b, b.op("Mul", [centred, centred]), axes)
+    inv = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [var, b.const(eps)])])])
+    xh = b.op("Mul", [centred, inv])
+    gs = b.op("Mul", [g, scale])
+    inner = b.op("Sub", [b.op("Sub", [gs, _reduce_mean(b, gs, axes)]),
+                         b.op("Mul", [xh, _reduce_mean(b, b.op("Mul", [gs, xh]), axes)])])
+    return b.op("Mul", [inner, inv])
+
+
+@emitter("InstanceNormalization")
+def instance_norm_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    if b.needs(node, 1) or b.needs(node, 2):
+        raise _unsupported(node, b.opset, "needs a gradient w.r.t. its scale or bias")
+    x_shape = b.shape(node.inputs[0])
+    scale = b.reshape(node.inputs[1], [x_shape[1]] + [1] * (len(x_shape) - 2))
+    axes = list(range(2, len(x_shape)))
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    return (_normalize_vjp(b, node.inputs[0], gouts[0], scale, axes, eps), None, None)
+
+
+@emitter("LayerNormalization")
+def layer_norm_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    if any(b.needs(node, k) for k in (1, 2)):
+        raise _unsupported(node, b.opset, "needs a gradient w.r.t. its scale or bias")
+    if gouts[0] is None or any(g is not None for g in gouts[1:]):
+        raise _unsupported(node, b.opset, "has its mean or inverse deviation on the gradient path")
+    rank = len(b.shape(node.inputs[0]))
+    axis = int(node.attrs.get("axis", -1)) % rank
+    eps = float(node.attrs.get("epsilon", 1e-5))
+    gx = _normalize_vjp(b, node.inputs[0], gouts[0], node.inputs[1], list(range(axis, rank)), eps)
+    return (gx,) + (None,) * (len(node.inputs) - 1)
+
+
+@emitter("GlobalMaxPool")
+def global_max_pool_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """To the first maximum of each map (row-major), as the numpy rule and MaxPool."""
+    x_shape = b.shape(node.inputs[0])
+    flat_shape = [x_shape[0], x_shape[1], int(np.prod(x_shape[2:]))]
+    first = b.op("ArgMax", [b.reshape(node.inputs[0], flat_shape)], axis=2, keepdims=1)
+    spread = b.op("ScatterElements", [_zeros(b, flat_shape), first, b.reshape(gouts[0], flat_shape[:2] + [1])], axis=2)
+    return (b.reshape(spread, x_shape),)
+
+
 # ------------------------------------------------------------------- upgrading older opsets
 
 #: Ops whose versions between opset 9 and 16 differ only in types or in defaults that keep the
