@@ -76,7 +76,7 @@ _SAME_SEMANTICS = frozenset({
 
 #: Ops whose versions from the given opset up to 16 keep the float semantics (their inputs moved
 #: from attributes at that opset; later versions only add types or optional inputs).
-_SAME_SINCE = {"Slice": 10, "Pad": 11}
+_SAME_SINCE = {"Slice": 10, "Pad": 11, "Resize": 11}
 
 
 def _upgrade(node: Node, proto: onnx.NodeProto, opset: int, add_const: Callable[[np.ndarray, str], str],

@@ -907,6 +907,87 @@ def global_max_pool_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     return (b.reshape(spread, x_shape),)
 
 
+@emitter("Resize")
+def resize_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """Resize is separable (nearest, linear and cubic interpolate axis by axis), so at static
+    shapes it is ``y = R_h x R_w^T`` on the last two axes for two constant matrices. Each ``R``
+    is read off onnxruntime itself: the same node, run on a batch of unit vectors along that
+    axis. The input gradient is then ``R_h^T g R_w``: two MatMuls. Resizing other axes,
+    ``tf_crop_and_resize`` and non-constant scales or sizes are refused."""
+    x_shape, y_shape = b.shape(node.inputs[0]), b.shape(node.outputs[0])
+    rank = len(x_shape)
+    mode = node.attrs.get("coordinate_transformation_mode", "half_pixel")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode == "tf_crop_and_resize":
+        raise _unsupported(node, b.opset, "crops (tf_crop_and_resize)")
+    if any(b.needs(node, k) for k in range(1, len(node.inputs))):
+        raise _unsupported(node, b.opset, "needs a gradient w.r.t. its roi, scales or sizes")
+    resized = [a for a in range(rank) if x_shape[a] != y_shape[a]]
+    if any(a < rank - 2 for a in resized) or rank < 3:
+        raise _unsupported(node, b.opset, "resizes an axis other than the last two")
+    scales = np.asarray(b.constant(node, 2, "scales"), np.float32).ravel() if (
+        len(node.inputs) > 2 and node.inputs[2]) else np.zeros(0, np.float32)
+    if len(node.inputs) > 3 and node.inputs[3]:
+        np.asarray(b.constant(node, 3, "sizes"))  # refuses a computed size
+    attrs = {k: v for k, v in node.attrs.items() if k != "axes"}
+    if node.attrs.get("axes") is not None:
+        raise _unsupported(node, b.opset, "gives its scales or sizes for some axes only (axes)")
+    g = gouts[0]
+    for a in resized:
+        matrix = _resize_matrix(b, node, attrs, scales, rank, a, x_shape[a], y_shape[a])  # (out, in)
+        if a == rank - 1:
+            g = b.op("MatMul", [g, b.const(matrix, "resize_w")])
+        else:
+            g = b.op("MatMul", [b.const(np.ascontiguousarray(matrix.T), "resize_h"), g])
+    return (g,) + (None,) * (len(node.inputs) - 1)
+
+
+def _resize_matrix(b: GraphBuilder, node: Node, attrs: Mapping[str, Any], scales: np.ndarray, rank: int,
+                   axis: int, n_in: int, n_out: int) -> np.ndarray:
+    """``R`` (``n_out x n_in``) with ``y = R x`` along ``axis``: the node run in onnxruntime on the
+    ``n_in`` unit vectors (the batch axis enumerates them; every other axis has size 1 and is not
+    resized), with the node's own scale for that axis (or its size), so the coordinate mapping
+    is the node's."""
+    import onnxruntime as ort
+
+    shape_in = [1] * rank
+    shape_in[0], shape_in[axis] = n_in, n_in
+    basis = np.zeros(shape_in, dtype=np.float32)
+    index = [slice(None)] * rank
+    for j in range(n_in):
+        index[0], index[axis] = j, j
+        basis[tuple(index)] = 1.0
+    inputs = ["x", "roi"]
+    inits = [numpy_helper.from_array(np.zeros(0, np.float32), "roi")]
+    if scales.size:
+        unit = np.ones(rank, np.float32)
+        unit[axis] = scales[axis]
+        inputs.append("scales")
+        inits.append(numpy_helper.from_array(unit, "scales"))
+    else:
+        sizes = np.ones(rank, np.int64)
+        sizes[0], sizes[axis] = n_in, n_out
+        inputs += ["", "sizes"]
+        inits.append(numpy_helper.from_array(sizes, "sizes"))
+    graph = helper.make_graph(
+        [helper.make_node("Resize", inputs, ["y"], **attrs)], "resize_basis",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape_in)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", b.opset)])
+    model.ir_version = 8
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        (y,) = ort.InferenceSession(model.SerializeToString(), opts,
+                                    providers=["CPUExecutionProvider"]).run(None, {"x": basis})
+    except Exception as e:  # onnxruntime raises its own types
+        raise _unsupported(node, b.opset, f"could not be run on unit vectors ({str(e).strip()[:120]})") from e
+    y = np.asarray(y).reshape(n_in, -1)
+    if y.shape[1] != n_out:
+        raise _unsupported(node, b.opset, "does not resize its axes independently")
+    return np.ascontiguousarray(y.T)
+
+
 # ------------------------------------------------------------------- upgrading older opsets
 
 #: Ops whose versions between opset 9 and 16 differ only in types or in defaults that keep the

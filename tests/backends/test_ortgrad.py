@@ -488,3 +488,38 @@ def test_large_constants_reach_onnxruntime_as_buffers_and_inspection_gets_them_i
     (got,) = session.run([grads[0][1]], {"input": x, seeds[0][1]: seed})
     want = backend.value_and_grad({"input": x}, {"logits": seed}, ["input"]).grads["input"]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_segmentation_style_model_with_resize_and_layer_norm_compiles() -> None:
+    """Conv -> stride-2 conv -> GELU -> LayerNormalization over channels-last -> bilinear Resize
+    back up -> concat with the skip -> 1x1 conv (a tiny U-Net/ConvNeXt mix): the compiled
+    gradient of a mask region's sum matches float64, with no op falling back."""
+    rng = np.random.default_rng(8)
+
+    def init(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Gelu", ["c2"], ["g2"], domain=""),
+        helper.make_node("Transpose", ["g2"], ["t2"], perm=[0, 2, 3, 1]),
+        helper.make_node("LayerNormalization", ["t2", "ln_s", "ln_b"], ["n2"], axis=-1),
+        helper.make_node("Transpose", ["n2"], ["b2"], perm=[0, 3, 1, 2]),
+        helper.make_node("Resize", ["b2", "", "scales"], ["u2"], mode="linear"),
+        helper.make_node("Concat", ["r1", "u2"], ["cat"], axis=1),
+        helper.make_node("Conv", ["cat", "w3"], ["y"]),
+    ]
+    inits = [init("w1", 6, 3, 3, 3), init("w2", 8, 6, 3, 3), init("ln_s", 8), init("ln_b", 8), init("w3", 2, 14, 1, 1),
+             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
+    graph = helper.make_graph(nodes, "seg", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 16, 16])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    seed = np.zeros((2, 2, 16, 16), np.float32)
+    seed[:, 1, 4:12, 4:12] = 1.0  # one class's mask region
+    m = Model.from_proto(proto)
+    got = OrtGradBackend(m.graph, proto).value_and_grad({"x": x}, {"y": seed}, ["x"])
+    want = m.value_and_grad({"x": x.astype(np.float64)}, {"y": seed.astype(np.float64)}, ["x"], dtype=np.float64)
+    assert rel(got.grads["x"], want.grads["x"]) < 1e-4
