@@ -166,6 +166,26 @@ class GraphBuilder:
 # --------------------------------------------------------------------------------- the emitters
 
 
+def _axes(b: GraphBuilder, axes: Sequence[int]) -> str:
+    return b.const(np.array(list(axes), dtype=np.int64), "axes", np.int64)
+
+
+def _reduce_mean(b: GraphBuilder, x: str, axes: Sequence[int]) -> str:
+    """ReduceMean keeping dims, in the model's opset's form (axes an input from opset 18)."""
+    if b.opset >= 18:
+        return b.op("ReduceMean", [x, _axes(b, axes)], keepdims=1)
+    return b.op("ReduceMean", [x], axes=list(axes), keepdims=1)
+
+
+def _zeros(b: GraphBuilder, shape: Sequence[int]) -> str:
+    return b.op("ConstantOfShape", [b.const(np.array(list(shape), dtype=np.int64), "shape", np.int64)],
+                value=numpy_helper.from_array(np.zeros(1, dtype=np.float32)))
+
+
+def _float_mask(b: GraphBuilder, condition: str) -> str:
+    return b.op("Cast", [condition], to=TensorProto.FLOAT)
+
+
 def _spatial_geometry(b: GraphBuilder, node: Node, x_shape: Sequence[int], y_shape: Sequence[int],
                       kernel: Sequence[int], dilations: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
     """strides, explicit pads and the ConvTranspose output_padding that gives back X's size."""
@@ -480,25 +500,79 @@ def lrn_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     return (b.op("Sub", [direct, b.op("Mul", [b.op("Mul", [x, back]), b.const(2.0 * alpha * beta / size)])]),)
 
 
-@emitter("ReduceMean", "ReduceSum")
-def reduce_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
-    """``g`` (divided by the count for the mean) broadcast back over the reduced axes."""
-    x_shape, y_shape = b.shape(node.inputs[0]), b.shape(node.outputs[0])
+def _reduced_axes(b: GraphBuilder, node: Node) -> list[int] | None:
+    """The reduced axes, sorted and non-negative; ``None`` for a no-op (empty axes with
+    ``noop_with_empty_axes``)."""
+    rank = len(b.shape(node.inputs[0]))
     if len(node.inputs) > 1 and node.inputs[1]:
         axes = [int(a) for a in np.asarray(b.constant(node, 1, "axes")).ravel()]
     else:
         axes = [int(a) for a in node.attrs.get("axes") or []]
     if not axes:
         if int(node.attrs.get("noop_with_empty_axes", 0)):
-            return (gouts[0],) + (None,) * (len(node.inputs) - 1)
-        axes = list(range(len(x_shape)))
-    axes = sorted(a % len(x_shape) for a in axes)
+            return None
+        axes = list(range(rank))
+    return sorted(a % rank for a in axes)
+
+
+@emitter("ReduceMean", "ReduceSum")
+def reduce_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """``g`` (divided by the count for the mean) broadcast back over the reduced axes."""
+    x_shape, y_shape = b.shape(node.inputs[0]), b.shape(node.outputs[0])
+    axes = _reduced_axes(b, node)
+    if axes is None:
+        return (gouts[0],) + (None,) * (len(node.inputs) - 1)
     kept = tuple(1 if i in axes else d for i, d in enumerate(x_shape))
     g = b.reshape(gouts[0], kept) if tuple(y_shape) != kept else gouts[0]
     if node.op_type == "ReduceMean":
         g = b.op("Mul", [g, b.const(1.0 / float(np.prod([x_shape[a] for a in axes])))])
     gx = b.op("Expand", [g, b.const(np.array(x_shape, dtype=np.int64), "shape", np.int64)])
     return (gx,) + (None,) * (len(node.inputs) - 1)
+
+
+@emitter("ReduceMax", "ReduceMin")
+def reduce_extreme_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """To the elements equal to the extreme, split evenly among ties (the numpy rule)."""
+    x = node.inputs[0]
+    x_shape, y_shape = b.shape(x), b.shape(node.outputs[0])
+    axes = _reduced_axes(b, node)
+    if axes is None:
+        return (gouts[0],) + (None,) * (len(node.inputs) - 1)
+    kept = tuple(1 if i in axes else d for i, d in enumerate(x_shape))
+
+    def keep(t: str) -> str:
+        return b.reshape(t, kept) if tuple(y_shape) != kept else t
+
+    hits = _float_mask(b, b.op("Equal", [x, keep(node.outputs[0])]))
+    count = b.op("ReduceSum", [hits, _axes(b, axes)], keepdims=1)
+    return (b.op("Mul", [hits, b.op("Div", [keep(gouts[0]), count])]),) + (None,) * (len(node.inputs) - 1)
+
+
+#: Most elements of the one-hot matrix a Gather's gradient multiplies by (indices x axis size).
+_GATHER_ONE_HOT = 1 << 24
+
+
+@emitter("Gather")
+def gather_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
+    """Constant indices: the cotangent summed into the gathered positions, as a MatMul with the
+    one-hot matrix of the indices (``|indices| x axis size``) after moving the gathered axes
+    last."""
+    if b.needs(node, 1):
+        raise _unsupported(node, b.opset, "needs a gradient w.r.t. its indices")
+    data = node.inputs[0]
+    x_shape = b.shape(data)
+    axis = int(node.attrs.get("axis", 0)) % len(x_shape)
+    indices = np.asarray(b.constant(node, 1, "indices")).astype(np.int64) % x_shape[axis]
+    n, dim = int(indices.size), int(x_shape[axis])
+    if n * dim > _GATHER_ONE_HOT:
+        raise _unsupported(node, b.opset, f"gathers {n} of {dim} entries, too many for a one-hot product")
+    one_hot = np.zeros((n, dim), np.float32)
+    one_hot[np.arange(n), indices.ravel()] = 1.0
+    pre, post = int(np.prod(x_shape[:axis])), int(np.prod(x_shape[axis + 1:]))
+    g = b.reshape(gouts[0], [pre, n, post])
+    g = b.op("MatMul", [b.op("Transpose", [g], perm=[0, 2, 1]), b.const(one_hot, "gather_one_hot")])
+    g = b.op("Transpose", [g], perm=[0, 2, 1])
+    return (b.reshape(g, x_shape), None)
 
 
 @emitter("Concat")
@@ -578,26 +652,6 @@ def softmax_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
 # ------------------------------------------------------------ more element-wise and shape ops
 # Each rule is the numpy engine's (``backends/numpy/ops``) written in onnxruntime ops; the
 # table-driven test (tests/backends/test_ortgrad_ops.py) checks every emitter against it.
-
-
-def _axes(b: GraphBuilder, axes: Sequence[int]) -> str:
-    return b.const(np.array(list(axes), dtype=np.int64), "axes", np.int64)
-
-
-def _reduce_mean(b: GraphBuilder, x: str, axes: Sequence[int]) -> str:
-    """ReduceMean keeping dims, in the model's opset's form (axes an input from opset 18)."""
-    if b.opset >= 18:
-        return b.op("ReduceMean", [x, _axes(b, axes)], keepdims=1)
-    return b.op("ReduceMean", [x], axes=list(axes), keepdims=1)
-
-
-def _zeros(b: GraphBuilder, shape: Sequence[int]) -> str:
-    return b.op("ConstantOfShape", [b.const(np.array(list(shape), dtype=np.int64), "shape", np.int64)],
-                value=numpy_helper.from_array(np.zeros(1, dtype=np.float32)))
-
-
-def _float_mask(b: GraphBuilder, condition: str) -> str:
-    return b.op("Cast", [condition], to=TensorProto.FLOAT)
 
 
 @emitter("Neg")
