@@ -422,47 +422,68 @@ def global_average_pool_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
 
 @emitter("AveragePool")
 def average_pool_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
-    """A depthwise ``ConvTranspose`` with weights ``1 / window size`` when every window counts
-    the same (no padding, or ``count_include_pad``); with padding excluded from the counts, the
-    cotangent is first divided by each window's own count of input positions (a constant of the
-    output's spatial shape) and spread with weights 1. No window may run past the padded input
-    (``ceil_mode`` and ``auto_pad`` are refused)."""
+    """Each window's cotangent divided by the number of positions it averages and spread back
+    over them: a depthwise ``ConvTranspose`` with a constant kernel. When every window counts
+    the same (``count_include_pad`` or no padding, and no ``ceil_mode`` window running past the
+    padded input) the division is the kernel's weight ``1 / window size``; otherwise a constant
+    of the output's spatial shape holds each window's own count (positions inside the input, or
+    inside the padded input with ``count_include_pad``) and the spread cuts off what lies past
+    the input. ``auto_pad`` and dilations are refused."""
     x_shape, y_shape = b.shape(node.inputs[0]), b.shape(node.outputs[0])
     kernel = list(node.attrs["kernel_shape"])
     nd = len(kernel)
     pads = list(node.attrs.get("pads") or [0] * (2 * nd))
-    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or int(node.attrs.get("ceil_mode", 0)):
-        raise _unsupported(node, b.opset, "uses auto_pad or ceil_mode, which the compiled backward does not invert")
-    if any(node.attrs.get("dilations") or [1] * nd) != 1 and (node.attrs.get("dilations") or [1]) != [1] * nd:
+    strides = list(node.attrs.get("strides") or [1] * nd)
+    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise _unsupported(node, b.opset, "uses auto_pad, which the compiled backward does not invert")
+    if any(d != 1 for d in node.attrs.get("dilations") or [1] * nd):
         raise _unsupported(node, b.opset, "is dilated")
-    if any(pads) and not int(node.attrs.get("count_include_pad", 0)):
-        strides = list(node.attrs.get("strides") or [1] * nd)
-        counts = np.ones((1, 1, *y_shape[2:]))
-        for i in range(nd):
-            start = np.arange(y_shape[2 + i]) * strides[i] - pads[i]
-            # a window wholly in the padding (pads >= kernel) reads nothing and gets no gradient
-            inside = np.maximum(np.minimum(start + kernel[i], x_shape[2 + i]) - np.maximum(start, 0), 1)
-            counts = counts * inside.reshape((1, 1) + (1,) * i + (-1,) + (1,) * (nd - i - 1))
-        scaled = b.op("Mul", [gouts[0], b.const((1.0 / counts).astype(np.float32), "avg_counts")])
-        return (_spread(b, node, scaled, x_shape, y_shape, kernel, 1.0),)
     if not any(pads) and list(x_shape[2:]) == kernel and all(d == 1 for d in y_shape[2:]):
         # one window over the whole map (a global pool written as AveragePool, as the light
         # ResNet-50 has it): g / size broadcast back, not a depthwise ConvTranspose (12 ms
         # against ~1 at batch 13 on 2048 x 7 x 7)
         scaled = b.op("Mul", [gouts[0], b.const(1.0 / float(np.prod(kernel)))])
         return (b.op("Expand", [scaled, b.const(np.array(x_shape, dtype=np.int64), "shape", np.int64)]),)
-    return (_spread(b, node, gouts[0], x_shape, y_shape, kernel, 1.0 / float(np.prod(kernel))),)
+    include = bool(int(node.attrs.get("count_include_pad", 0)))
+    overhang = any((y_shape[2 + i] - 1) * strides[i] + kernel[i] > x_shape[2 + i] + pads[i] + pads[nd + i]
+                   for i in range(nd))
+    if not overhang and (include or not any(pads)):
+        return (_spread(b, node, gouts[0], x_shape, y_shape, kernel, strides, pads, 1.0 / float(np.prod(kernel))),)
+    counts = np.ones((1, 1, *y_shape[2:]))
+    for i in range(nd):
+        start = np.arange(y_shape[2 + i]) * strides[i] - pads[i]
+        lo, hi = (-pads[i], x_shape[2 + i] + pads[nd + i]) if include else (0, x_shape[2 + i])
+        # a window wholly in the padding (pads >= kernel) reads nothing and gets no gradient
+        inside = np.maximum(np.minimum(start + kernel[i], hi) - np.maximum(start, lo), 1)
+        counts = counts * inside.reshape((1, 1) + (1,) * i + (-1,) + (1,) * (nd - i - 1))
+    scaled = b.op("Mul", [gouts[0], b.const((1.0 / counts).astype(np.float32), "avg_counts")])
+    return (_spread(b, node, scaled, x_shape, y_shape, kernel, strides, pads, 1.0),)
 
 
 def _spread(b: GraphBuilder, node: Node, g: str, x_shape: Sequence[int], y_shape: Sequence[int],
-            kernel: list[int], weight: float) -> str:
+            kernel: list[int], strides: list[int], pads: list[int], weight: float) -> str:
     """Each output cotangent times ``weight`` added to every input position of its window: a
-    depthwise ``ConvTranspose`` with a constant kernel, in the pool's geometry."""
-    strides, pads, output_padding = _spatial_geometry(b, node, x_shape, y_shape, kernel, [1] * len(kernel))
+    depthwise ``ConvTranspose`` with a constant kernel in the pool's geometry, cut to X's size
+    where ``ceil_mode`` windows run past the input."""
+    nd = len(kernel)
+    output_padding, crop = [], False
+    for i in range(nd):
+        covered = (y_shape[2 + i] - 1) * strides[i] + kernel[i] - pads[i] - pads[nd + i]
+        extra = x_shape[2 + i] - covered
+        if extra >= strides[i]:
+            raise _unsupported(node, b.opset, f"has a geometry ConvTranspose cannot invert (axis {i})")
+        output_padding.append(max(extra, 0))
+        crop = crop or extra < 0
     channels = x_shape[1]
     w = np.full((channels, 1, *kernel), weight, dtype=np.float32)
-    return b.op("ConvTranspose", [g, b.const(w, "avg_w")], group=channels, strides=strides, pads=pads,
-                kernel_shape=kernel, output_padding=output_padding)
+    gx = b.op("ConvTranspose", [g, b.const(w, "avg_w")], group=channels, strides=strides, pads=pads,
+              kernel_shape=kernel, output_padding=output_padding)
+    if crop:
+        spatial = list(range(2, 2 + nd))
+        gx = b.op("Slice", [gx, b.const(np.zeros(nd, np.int64), "starts", np.int64),
+                            b.const(np.array(x_shape[2:], np.int64), "ends", np.int64),
+                            b.const(np.array(spatial, np.int64), "axes", np.int64)])
+    return gx
 
 
 @emitter("LRN")
