@@ -110,6 +110,20 @@ def _upgrade(node: Node, proto: onnx.NodeProto, opset: int, add_const: Callable[
         if "split" in node.attrs:
             inputs.append(add_const(np.array(node.attrs["split"], dtype=np.int64), "split"))
         return [remake(inputs, drop=("split",))]
+    if op == "Upsample" or (op == "Resize" and opset < 11):
+        # Upsample-7/9 and Resize-10 map output to input coordinates as x / scale (asymmetric)
+        # and pick the nearest neighbour by flooring: Resize-11+ with those two modes said.
+        mode = node.attrs.get("mode", "nearest")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        if mode not in ("nearest", "linear"):
+            raise UnsupportedOpError(op, node.label, opset, reason=f"uses mode {mode!r}", hint=_FALLBACK_HINT)
+        if "scales" in node.attrs:
+            scales = add_const(np.array(node.attrs["scales"], dtype=np.float32), "scales")
+        else:
+            scales = node.inputs[1]
+        roi = add_const(np.zeros(0, dtype=np.float32), "roi")
+        return [helper.make_node("Resize", [node.inputs[0], roi, scales], list(proto.output), name=proto.name,
+                                 mode=mode, coordinate_transformation_mode="asymmetric", nearest_mode="floor")]
     if op == "Softmax" and opset < 13:
         # Softmax-1..11 coerces the input to 2-D at ``axis``: exactly Flatten, Softmax, Reshape back.
         x, y = node.inputs[0], node.outputs[0]
