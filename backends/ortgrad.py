@@ -105,6 +105,12 @@ def _upgrade(node: Node, proto: onnx.NodeProto, opset: int, add_const: Callable[
         if "axes" in node.attrs:
             inputs.append(add_const(np.array(node.attrs["axes"], dtype=np.int64), "axes"))
         return [remake(inputs, drop=("axes",))]
+    if op == "Slice" and opset < 10:
+        # Slice-1: starts, ends and axes as attributes (steps of 1)
+        inputs = [node.inputs[0]] + [add_const(np.array(node.attrs[k], dtype=np.int64), k) for k in ("starts", "ends")]
+        if "axes" in node.attrs:
+            inputs.append(add_const(np.array(node.attrs["axes"], dtype=np.int64), "axes"))
+        return [remake(inputs, drop=("starts", "ends", "axes"))]
     if op == "Split" and opset < 13:
         inputs = list(node.inputs)
         if "split" in node.attrs:

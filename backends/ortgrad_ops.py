@@ -863,7 +863,10 @@ def split_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
 
 @emitter("Slice")
 def slice_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
-    """Step 1 (constant starts, ends, axes): the cotangent padded back with zeros to X's shape."""
+    """Constant starts, ends, axes and steps: the cotangent put back where the slice read it,
+    zeros elsewhere. Steps of 1 are one ``Pad``; another step spreads the cotangent by zero
+    insertion (``Unsqueeze``, ``Pad`` of the new axis, ``Reshape``) before the ``Pad``, and a
+    negative step reverses it first."""
     x_shape = b.shape(node.inputs[0])
     starts = [int(v) for v in np.asarray(b.constant(node, 1, "starts")).ravel()]
     ends = [int(v) for v in np.asarray(b.constant(node, 2, "ends")).ravel()]
@@ -872,15 +875,37 @@ def slice_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
             if len(node.inputs) > 3 and node.inputs[3] else list(range(len(starts))))
     steps = ([int(v) for v in np.asarray(b.constant(node, 4, "steps")).ravel()]
              if len(node.inputs) > 4 and node.inputs[4] else [1] * len(starts))
-    if any(s != 1 for s in steps):
-        raise _unsupported(node, b.opset, "has a step other than 1")
+    g = gouts[0]
+    shape = list(b.shape(node.outputs[0]))
     pads = [0] * (2 * rank)
-    for axis, start, end in zip(axes, starts, ends):
-        lo, hi, _ = slice(start, end, 1).indices(x_shape[axis])
-        hi = max(hi, lo)
-        pads[axis], pads[rank + axis] = lo, x_shape[axis] - hi
-    gx = b.op("Pad", [gouts[0], b.const(np.array(pads, dtype=np.int64), "pads", np.int64)]) if any(pads) else gouts[0]
-    return (gx,) + (None,) * (len(node.inputs) - 1)
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        picked = range(*slice(start, end, step).indices(x_shape[axis]))
+        if len(picked) == 0:
+            return (_zeros(b, x_shape),) + (None,) * (len(node.inputs) - 1)
+        if step < 0:  # read backwards: reverse the cotangent, then it is a forward slice
+            g = b.op("Slice", [g, b.const(np.array([-1], np.int64), "starts", np.int64),
+                               b.const(np.array([-(2 ** 63)], np.int64), "ends", np.int64),
+                               b.const(np.array([axis], np.int64), "axes", np.int64),
+                               b.const(np.array([-1], np.int64), "steps", np.int64)])
+        first, stride, n = min(picked), abs(step), len(picked)
+        span = n
+        if stride > 1:  # zero insertion: (.., n, ..) -> (.., n, stride, ..) -> (.., n * stride, ..)
+            g = b.op("Unsqueeze", [g, b.const(np.array([axis + 1], np.int64), "axes", np.int64)])
+            spread = [0] * (2 * (rank + 1))
+            spread[rank + 1 + axis + 1] = stride - 1
+            g = b.op("Pad", [g, b.const(np.array(spread, np.int64), "pads", np.int64)])
+            span = n * stride
+            shape[axis] = span
+            g = b.reshape(g, shape)
+        pads[axis], pads[rank + axis] = first, x_shape[axis] - first - span
+        shape[axis] = x_shape[axis]
+    if any(p < 0 for p in pads):  # the zeros inserted after the last element run past the end
+        g = b.op("Pad", [g, b.const(np.array([max(p, 0) for p in pads], np.int64), "pads", np.int64)])
+        g = b.op("Slice", [g, b.const(np.zeros(rank, np.int64), "starts", np.int64),
+                           b.const(np.array(x_shape, np.int64), "ends", np.int64)])
+    elif any(pads):
+        g = b.op("Pad", [g, b.const(np.array(pads, dtype=np.int64), "pads", np.int64)])
+    return (g,) + (None,) * (len(node.inputs) - 1)
 
 
 @emitter("Pad")

@@ -523,3 +523,31 @@ def test_segmentation_style_model_with_resize_and_layer_norm_compiles() -> None:
     got = OrtGradBackend(m.graph, proto).value_and_grad({"x": x}, {"y": seed}, ["x"])
     want = m.value_and_grad({"x": x.astype(np.float64)}, {"y": seed.astype(np.float64)}, ["x"], dtype=np.float64)
     assert rel(got.grads["x"], want.grads["x"]) < 1e-4
+
+
+def test_space_to_depth_by_strided_slices_compiles() -> None:
+    """YOLOv5's Focus layer: four stride-2 slices of the image concatenated on channels, then a
+    conv; also a reversed slice (step -1). Compiled gradients match float64."""
+    rng = np.random.default_rng(9)
+
+    def ints(name: str, *values: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.array(values, dtype=np.int64), name)
+
+    nodes, parts = [], []
+    for k, (dy, dx) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)]):
+        nodes.append(helper.make_node("Slice", ["x", f"s{k}", "e", "ax", "st"], [f"p{k}"]))
+        parts.append(f"p{k}")
+    nodes += [
+        helper.make_node("Concat", parts, ["cat"], axis=1),
+        helper.make_node("Slice", ["cat", "rs", "re", "rax", "rst"], ["rev"]),
+        helper.make_node("Conv", ["rev", "w"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    inits = [ints(f"s{k}", dy, dx) for k, (dy, dx) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)])]
+    inits += [ints("e", 2 ** 62, 2 ** 62), ints("ax", 2, 3), ints("st", 2, 2),
+              ints("rs", -1), ints("re", -(2 ** 63)), ints("rax", 3), ints("rst", -1),
+              numpy_helper.from_array((rng.standard_normal((4, 12, 3, 3)) * 0.3).astype(np.float32), "w")]
+    graph = helper.make_graph(nodes, "focus", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 10, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 5, 5])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = rng.standard_normal((2, 3, 10, 10)).astype(np.float32)
+    compare(proto, {"x": x}, reference_dtype=np.float64, tol=1e-5)
