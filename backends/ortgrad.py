@@ -130,15 +130,15 @@ def _upgrade(node: Node, proto: onnx.NodeProto, opset: int, add_const: Callable[
         roi = add_const(np.zeros(0, dtype=np.float32), "roi")
         return [helper.make_node("Resize", [node.inputs[0], roi, scales], list(proto.output), name=proto.name,
                                  mode=mode, coordinate_transformation_mode="asymmetric", nearest_mode="floor")]
-    if op == "Softmax" and opset < 13:
-        # Softmax-1..11 coerces the input to 2-D at ``axis``: exactly Flatten, Softmax, Reshape back.
+    if op in ("Softmax", "LogSoftmax") and opset < 13:
+        # (Log)Softmax-1..11 coerces the input to 2-D at ``axis``: exactly Flatten, the op, Reshape back.
         x, y = node.inputs[0], node.outputs[0]
         axis = int(node.attrs.get("axis", 1))
         base = y + "__sm"
         return [
             helper.make_node("Shape", [x], [base + "_shape"], name=base + "_shape"),
             helper.make_node("Flatten", [x], [base + "_2d"], name=base + "_flatten", axis=axis),
-            helper.make_node("Softmax", [base + "_2d"], [base + "_y2d"], name=base + "_softmax", axis=1),
+            helper.make_node(op, [base + "_2d"], [base + "_y2d"], name=base + "_softmax", axis=1),
             helper.make_node("Reshape", [base + "_y2d", base + "_shape"], [y], name=proto.name or base),
         ]
     if op == "BatchNormalization" and sum(1 for o in node.outputs if o) > 1:

@@ -428,16 +428,25 @@ def average_pool_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     padded input) the division is the kernel's weight ``1 / window size``; otherwise a constant
     of the output's spatial shape holds each window's own count (positions inside the input, or
     inside the padded input with ``count_include_pad``) and the spread cuts off what lies past
-    the input. ``auto_pad`` and dilations are refused."""
+    the input. ``auto_pad`` becomes the explicit pads it implies; dilations are refused."""
     x_shape, y_shape = b.shape(node.inputs[0]), b.shape(node.outputs[0])
     kernel = list(node.attrs["kernel_shape"])
     nd = len(kernel)
     pads = list(node.attrs.get("pads") or [0] * (2 * nd))
     strides = list(node.attrs.get("strides") or [1] * nd)
-    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        raise _unsupported(node, b.opset, "uses auto_pad, which the compiled backward does not invert")
     if any(d != 1 for d in node.attrs.get("dilations") or [1] * nd):
         raise _unsupported(node, b.opset, "is dilated")
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    if auto_pad == "VALID":
+        pads = [0] * (2 * nd)
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):  # the pads the output size implies
+        pads = [0] * (2 * nd)
+        for i in range(nd):
+            total = max((y_shape[2 + i] - 1) * strides[i] + kernel[i] - x_shape[2 + i], 0)
+            small = total // 2
+            pads[i] = small if auto_pad == "SAME_UPPER" else total - small
+            pads[nd + i] = total - pads[i]
     if not any(pads) and list(x_shape[2:]) == kernel and all(d == 1 for d in y_shape[2:]):
         # one window over the whole map (a global pool written as AveragePool, as the light
         # ResNet-50 has it): g / size broadcast back, not a depthwise ConvTranspose (12 ms
@@ -942,20 +951,45 @@ def pad_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
 @emitter("ConvTranspose")
 def conv_transpose_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     """Input gradient of a transposed convolution with constant weights: the ``Conv`` with the
-    same weights, group, strides, dilations and explicit pads (its output has X's size)."""
+    same weights, group, strides, dilations and pads (explicit, or those ``auto_pad`` and
+    ``output_shape`` imply); its output has X's size."""
     if b.needs(node, 1) or b.needs(node, 2):
         raise _unsupported(node, b.opset, "needs a weight or bias gradient, which the compiled backward lacks")
     if node.inputs[1] not in b.consts:
         raise _unsupported(node, b.opset, "has non-constant weights")
-    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or node.attrs.get("output_shape"):
-        raise _unsupported(node, b.opset, "uses auto_pad or output_shape, which the compiled backward does not invert")
     w_shape = b.shape(node.inputs[1])
     nd = len(w_shape) - 2
-    attrs = {"group": int(node.attrs.get("group", 1)), "kernel_shape": list(node.attrs.get("kernel_shape") or w_shape[2:]),
-             "strides": list(node.attrs.get("strides") or [1] * nd),
-             "dilations": list(node.attrs.get("dilations") or [1] * nd),
-             "pads": list(node.attrs.get("pads") or [0] * (2 * nd))}
-    gx = b.op("Conv", [gouts[0], node.inputs[1]], **attrs)
+    kernel = list(node.attrs.get("kernel_shape") or w_shape[2:])
+    strides = list(node.attrs.get("strides") or [1] * nd)
+    dilations = list(node.attrs.get("dilations") or [1] * nd)
+    pads = list(node.attrs.get("pads") or [0] * (2 * nd))
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    if auto_pad == "VALID":
+        pads = [0] * (2 * nd)
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER") or node.attrs.get("output_shape"):
+        # the total padding the output size implies, split as onnxruntime does (SAME_LOWER and
+        # an explicit output_shape without auto_pad put the odd one at the start, SAME_UPPER at
+        # the end)
+        x_shape, y_shape = b.shape(node.inputs[0]), b.shape(node.outputs[0])
+        output_padding = list(node.attrs.get("output_padding") or [0] * nd)
+        for i in range(nd):
+            total = (strides[i] * (x_shape[2 + i] - 1) + output_padding[i] + (kernel[i] - 1) * dilations[i] + 1
+                     - y_shape[2 + i])
+            head = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            pads[i], pads[nd + i] = head, total - head
+    g = gouts[0]
+    if any(p < 0 for p in pads):  # an output larger than the transposed conv covers: its extra rows get nothing
+        y_shape = b.shape(node.outputs[0])
+        starts = [max(-pads[i], 0) for i in range(nd)]
+        ends = [y_shape[2 + i] - max(-pads[nd + i], 0) for i in range(nd)]
+        g = b.op("Slice", [g, b.const(np.array(starts, np.int64), "starts", np.int64),
+                           b.const(np.array(ends, np.int64), "ends", np.int64),
+                           b.const(np.arange(2, 2 + nd, dtype=np.int64), "axes", np.int64)])
+        pads = [max(p, 0) for p in pads]
+    attrs = {"group": int(node.attrs.get("group", 1)), "kernel_shape": kernel, "strides": strides,
+             "dilations": dilations, "pads": pads}
+    gx = b.op("Conv", [g, node.inputs[1]], **attrs)
     return (gx,) + (None,) * (len(node.inputs) - 1)
 
 
