@@ -839,8 +839,8 @@ def pow_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
 
 @emitter("LogSoftmax")
 def log_softmax_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
-    """LogSoftmax-13: ``g - softmax * sum(g)`` over the axis (older opsets are refused when
-    upgraded: their 2-D coercion differs)."""
+    """LogSoftmax-13: ``g - softmax * sum(g)`` over the axis (models below opset 13 are
+    rewritten to Flatten-LogSoftmax-Reshape first, as for Softmax)."""
     g, y = gouts[0], node.outputs[0]
     axis = int(node.attrs.get("axis", -1))
     total = b.op("ReduceSum", [g, _axes(b, [axis])], keepdims=1)
@@ -1063,9 +1063,9 @@ def resize_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
         len(node.inputs) > 2 and node.inputs[2]) else np.zeros(0, np.float32)
     if len(node.inputs) > 3 and node.inputs[3]:
         np.asarray(b.constant(node, 3, "sizes"))  # refuses a computed size
-    attrs = {k: v for k, v in node.attrs.items() if k != "axes"}
     if node.attrs.get("axes") is not None:
         raise _unsupported(node, b.opset, "gives its scales or sizes for some axes only (axes)")
+    attrs = dict(node.attrs)
     g = gouts[0]
     for a in resized:
         matrix = _resize_matrix(b, node, attrs, scales, rank, a, x_shape[a], y_shape[a])  # (out, in)
