@@ -105,6 +105,11 @@ def _upgrade(node: Node, proto: onnx.NodeProto, opset: int, add_const: Callable[
         if "axes" in node.attrs:
             inputs.append(add_const(np.array(node.attrs["axes"], dtype=np.int64), "axes"))
         return [remake(inputs, drop=("axes",))]
+    if op == "Pad" and opset < 11:
+        # Pad-2: pads and value as attributes
+        inputs = [node.inputs[0], add_const(np.array(node.attrs["pads"], dtype=np.int64), "pads"),
+                  add_const(np.array(node.attrs.get("value", 0.0), dtype=np.float32), "value")]
+        return [remake(inputs, drop=("pads", "value"))]
     if op == "Slice" and opset < 10:
         # Slice-1: starts, ends and axes as attributes (steps of 1)
         inputs = [node.inputs[0]] + [add_const(np.array(node.attrs[k], dtype=np.int64), k) for k in ("starts", "ends")]

@@ -920,10 +920,12 @@ def slice_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
 @emitter("Pad")
 def pad_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     """Constant mode: the cotangent's interior (padding cut off, cropped borders given back as
-    zeros)."""
+    zeros). Reflect, edge and wrap modes (non-negative pads): axis by axis, the interior plus
+    each padded row's cotangent added to the input row it copies (mirrored rows, the edge row,
+    the rows from the other end)."""
     mode = node.attrs.get("mode", "constant")
     mode = mode.decode() if isinstance(mode, bytes) else str(mode)
-    if mode != "constant":
+    if mode not in ("constant", "reflect", "edge", "wrap"):
         raise _unsupported(node, b.opset, f"pads in {mode!r} mode")
     if b.needs(node, 2):
         raise _unsupported(node, b.opset, "needs a gradient w.r.t. its constant value")
@@ -936,6 +938,18 @@ def pad_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     for k, axis in enumerate(axes):
         pads[axis], pads[rank + axis] = given[k], given[len(axes) + k]
     g = gouts[0]
+    if mode != "constant":
+        if any(p < 0 for p in pads):
+            raise _unsupported(node, b.opset, f"crops (negative pads) in {mode!r} mode")
+        shape = list(b.shape(node.outputs[0]))
+        for axis in range(rank):
+            longest = max(pads[axis], pads[rank + axis])
+            if (mode == "reflect" and longest >= x_shape[axis]) or (mode == "wrap" and longest > x_shape[axis]):
+                raise _unsupported(node, b.opset, f"pads axis {axis} by more than it holds in {mode!r} mode")
+            if pads[axis] or pads[rank + axis]:
+                g = _fold_pad(b, g, shape, axis, pads[axis], pads[rank + axis], x_shape[axis], mode)
+                shape[axis] = x_shape[axis]
+        return (g,) + (None,) * (len(node.inputs) - 1)
     crops = [max(-p, 0) for p in pads]
     if any(crops):
         g = b.op("Pad", [g, b.const(np.array(crops, dtype=np.int64), "pads", np.int64)])
@@ -946,6 +960,44 @@ def pad_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
         g = b.op("Slice", [g, b.const(np.array(cut[:rank], dtype=np.int64), "starts", np.int64),
                            b.const(np.array(ends, dtype=np.int64), "ends", np.int64)])
     return (g,) + (None,) * (len(node.inputs) - 1)
+
+
+def _fold_pad(b: GraphBuilder, g: str, shape: Sequence[int], axis: int, before: int, after: int, n: int,
+              mode: str) -> str:
+    """The VJP of padding ``axis`` (length ``n``) by ``before``/``after`` rows in ``mode``: the
+    interior, plus each padded row added back to the input row it copied. ``shape`` is ``g``'s."""
+    rank = len(shape)
+
+    def piece(start: int, stop: int, step: int = 1) -> str:
+        return b.op("Slice", [g, b.const(np.array([start], np.int64), "starts", np.int64),
+                              b.const(np.array([stop], np.int64), "ends", np.int64),
+                              b.const(np.array([axis], np.int64), "axes", np.int64),
+                              b.const(np.array([step], np.int64), "steps", np.int64)])
+
+    def placed(t: str, at: int, length: int) -> str:
+        """``t`` (``length`` rows along the axis) put at row ``at`` of an ``n``-row zero tensor."""
+        widths = [0] * (2 * rank)
+        widths[axis], widths[rank + axis] = at, n - at - length
+        return b.op("Pad", [t, b.const(np.array(widths, np.int64), "pads", np.int64)])
+
+    total = piece(before, before + n)
+    extra: list[str] = []
+    for side, count in (("before", before), ("after", after)):
+        if not count:
+            continue
+        rows = piece(0, before) if side == "before" else piece(before + n, before + n + after)
+        if mode == "edge":
+            summed = b.op("ReduceSum", [rows, _axes(b, [axis])], keepdims=1)
+            extra.append(placed(summed, 0 if side == "before" else n - 1, 1))
+        elif mode == "reflect":  # row i before maps to input row count - i; row j after to n - 2 - j
+            flipped = b.op("Slice", [rows, b.const(np.array([-1], np.int64), "starts", np.int64),
+                                     b.const(np.array([-(2 ** 63)], np.int64), "ends", np.int64),
+                                     b.const(np.array([axis], np.int64), "axes", np.int64),
+                                     b.const(np.array([-1], np.int64), "steps", np.int64)])
+            extra.append(placed(flipped, 1 if side == "before" else n - 1 - count, count))
+        else:  # wrap: row i before copies input row n - count + i; row j after copies row j
+            extra.append(placed(rows, n - count if side == "before" else 0, count))
+    return b.op("Sum", [total, *extra]) if extra else total
 
 
 @emitter("ConvTranspose")
