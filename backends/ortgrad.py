@@ -125,7 +125,6 @@ def _upgrade(node: Node, proto: onnx.NodeProto, opset: int, add_const: Callable[
         # Upsample-7/9 and Resize-10 map output to input coordinates as x / scale (asymmetric)
         # and pick the nearest neighbour by flooring: Resize-11+ with those two modes said.
         mode = node.attrs.get("mode", "nearest")
-        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
         if mode not in ("nearest", "linear"):
             raise UnsupportedOpError(op, node.label, opset, reason=f"uses mode {mode!r}", hint=_FALLBACK_HINT)
         if "scales" in node.attrs:
@@ -254,7 +253,7 @@ class OrtGradBackend:
             outs = self._run_parts(arrays, seeds, seed_names, wrt, values, parts, sum_rows)
         return GradResult(
             {k: outs[k] for k in dict.fromkeys(seed_names + values)},
-            {w: outs[f"{w}__grad"] for w in wrt},
+            {w: outs[_grad_output(w)] for w in wrt},
         )
 
     # ------------------------------------------------------------------ running
@@ -349,7 +348,7 @@ class OrtGradBackend:
         if errors:
             raise errors[0]
         done = [r for r in results if r is not None]
-        summed = {f"{w}__grad" for w in wrt} if sum_rows else set()
+        summed = {_grad_output(w) for w in wrt} if sum_rows else set()
         return {k: (np.sum([r[k] for r in done], axis=0) if k in summed else np.concatenate([r[k] for r in done])[:n])
                 for k in done[0]}
 
@@ -539,7 +538,7 @@ class OrtGradBackend:
         grad_outputs = []
         grad_shapes = {w: ((1,) + tuple(shapes[w][1:]) if sum_rows else shapes[w]) for w in wrt}
         for w in wrt:
-            out = f"{w}__grad"
+            out = _grad_output(w)
             gw = grad_of(w)
             if gw is None:
                 b.nodes.append(helper.make_node(
@@ -588,6 +587,11 @@ class OrtGradBackend:
             for name, v in zip(rest, sess.run(rest, dict(arrays))):
                 shapes[name] = tuple(v.shape)
         return shapes
+
+
+def _grad_output(wrt: str) -> str:
+    """The compiled model's output holding the gradient w.r.t. ``wrt``."""
+    return f"{wrt}__grad"
 
 
 #: Ops whose output is linear in one input when the others are constants, with the input's

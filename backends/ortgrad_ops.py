@@ -166,8 +166,24 @@ class GraphBuilder:
 # --------------------------------------------------------------------------------- the emitters
 
 
+def _ints(b: GraphBuilder, values: Sequence[int], hint: str) -> str:
+    """An int64 1-D constant (axes, pads, starts, ...)."""
+    return b.const(np.array(list(values), dtype=np.int64), hint, np.int64)
+
+
 def _axes(b: GraphBuilder, axes: Sequence[int]) -> str:
-    return b.const(np.array(list(axes), dtype=np.int64), "axes", np.int64)
+    return _ints(b, axes, "axes")
+
+
+def _slice(b: GraphBuilder, t: str, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int],
+           steps: Sequence[int] | None = None) -> str:
+    inputs = [t, _ints(b, starts, "starts"), _ints(b, ends, "ends"), _axes(b, axes)]
+    return b.op("Slice", inputs + ([_ints(b, steps, "steps")] if steps is not None else []))
+
+
+def _reverse(b: GraphBuilder, t: str, axis: int) -> str:
+    """``t`` read backwards along ``axis``."""
+    return _slice(b, t, [-1], [-(2 ** 63)], [axis], [-1])
 
 
 def _reduce_mean(b: GraphBuilder, x: str, axes: Sequence[int]) -> str:
@@ -178,7 +194,7 @@ def _reduce_mean(b: GraphBuilder, x: str, axes: Sequence[int]) -> str:
 
 
 def _zeros(b: GraphBuilder, shape: Sequence[int]) -> str:
-    return b.op("ConstantOfShape", [b.const(np.array(list(shape), dtype=np.int64), "shape", np.int64)],
+    return b.op("ConstantOfShape", [_ints(b, shape, "shape")],
                 value=numpy_helper.from_array(np.zeros(1, dtype=np.float32)))
 
 
@@ -406,8 +422,7 @@ def max_pool_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
         raise _unsupported(node, b.opset, "uses column-major storage_order")
     x_shape = b.shape(node.inputs[0])
     size = int(np.prod(x_shape))
-    zeros = b.op("ConstantOfShape", [b.const(np.array([size], dtype=np.int64), "size", np.int64)],
-                 value=numpy_helper.from_array(np.zeros(1, dtype=np.float32)))
+    zeros = _zeros(b, [size])
     index = b.reshape(node.outputs[1], [-1])
     flat = b.op("ScatterElements", [zeros, index, b.reshape(g, [-1])], axis=0, reduction="add")
     return (b.reshape(flat, x_shape),)
@@ -437,7 +452,6 @@ def average_pool_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     if any(d != 1 for d in node.attrs.get("dilations") or [1] * nd):
         raise _unsupported(node, b.opset, "is dilated")
     auto_pad = node.attrs.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
     if auto_pad == "VALID":
         pads = [0] * (2 * nd)
     elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):  # the pads the output size implies
@@ -488,10 +502,7 @@ def _spread(b: GraphBuilder, node: Node, g: str, x_shape: Sequence[int], y_shape
     gx = b.op("ConvTranspose", [g, b.const(w, "avg_w")], group=channels, strides=strides, pads=pads,
               kernel_shape=kernel, output_padding=output_padding)
     if crop:
-        spatial = list(range(2, 2 + nd))
-        gx = b.op("Slice", [gx, b.const(np.zeros(nd, np.int64), "starts", np.int64),
-                            b.const(np.array(x_shape[2:], np.int64), "ends", np.int64),
-                            b.const(np.array(spatial, np.int64), "axes", np.int64)])
+        gx = _slice(b, gx, [0] * nd, x_shape[2:], range(2, 2 + nd))
     return gx
 
 
@@ -758,7 +769,6 @@ def gelu_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     """Exact: ``Phi(x) + x phi(x)``; ``approximate="tanh"``: the derivative of the tanh form."""
     x = node.inputs[0]
     approximate = node.attrs.get("approximate", "none")
-    approximate = approximate.decode() if isinstance(approximate, bytes) else str(approximate)
     if approximate == "tanh":
         c, k = float(np.sqrt(2.0 / np.pi)), 0.044715
         x2 = b.op("Mul", [x, x])
@@ -892,28 +902,24 @@ def slice_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
         if len(picked) == 0:
             return (_zeros(b, x_shape),) + (None,) * (len(node.inputs) - 1)
         if step < 0:  # read backwards: reverse the cotangent, then it is a forward slice
-            g = b.op("Slice", [g, b.const(np.array([-1], np.int64), "starts", np.int64),
-                               b.const(np.array([-(2 ** 63)], np.int64), "ends", np.int64),
-                               b.const(np.array([axis], np.int64), "axes", np.int64),
-                               b.const(np.array([-1], np.int64), "steps", np.int64)])
+            g = _reverse(b, g, axis)
         first, stride, n = min(picked), abs(step), len(picked)
         span = n
         if stride > 1:  # zero insertion: (.., n, ..) -> (.., n, stride, ..) -> (.., n * stride, ..)
-            g = b.op("Unsqueeze", [g, b.const(np.array([axis + 1], np.int64), "axes", np.int64)])
+            g = b.op("Unsqueeze", [g, _axes(b, [axis + 1])])
             spread = [0] * (2 * (rank + 1))
             spread[rank + 1 + axis + 1] = stride - 1
-            g = b.op("Pad", [g, b.const(np.array(spread, np.int64), "pads", np.int64)])
+            g = b.op("Pad", [g, _ints(b, spread, "pads")])
             span = n * stride
             shape[axis] = span
             g = b.reshape(g, shape)
         pads[axis], pads[rank + axis] = first, x_shape[axis] - first - span
         shape[axis] = x_shape[axis]
     if any(p < 0 for p in pads):  # the zeros inserted after the last element run past the end
-        g = b.op("Pad", [g, b.const(np.array([max(p, 0) for p in pads], np.int64), "pads", np.int64)])
-        g = b.op("Slice", [g, b.const(np.zeros(rank, np.int64), "starts", np.int64),
-                           b.const(np.array(x_shape, np.int64), "ends", np.int64)])
+        g = b.op("Pad", [g, _ints(b, [max(p, 0) for p in pads], "pads")])
+        g = _slice(b, g, [0] * rank, x_shape, range(rank))
     elif any(pads):
-        g = b.op("Pad", [g, b.const(np.array(pads, dtype=np.int64), "pads", np.int64)])
+        g = b.op("Pad", [g, _ints(b, pads, "pads")])
     return (g,) + (None,) * (len(node.inputs) - 1)
 
 
@@ -924,7 +930,6 @@ def pad_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     each padded row's cotangent added to the input row it copies (mirrored rows, the edge row,
     the rows from the other end)."""
     mode = node.attrs.get("mode", "constant")
-    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
     if mode not in ("constant", "reflect", "edge", "wrap"):
         raise _unsupported(node, b.opset, f"pads in {mode!r} mode")
     if b.needs(node, 2):
@@ -952,13 +957,12 @@ def pad_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
         return (g,) + (None,) * (len(node.inputs) - 1)
     crops = [max(-p, 0) for p in pads]
     if any(crops):
-        g = b.op("Pad", [g, b.const(np.array(crops, dtype=np.int64), "pads", np.int64)])
+        g = b.op("Pad", [g, _ints(b, crops, "pads")])
     cut = [max(p, 0) for p in pads]
     if any(cut):
         y_shape = b.shape(node.outputs[0])
         ends = [y_shape[a] + crops[a] + crops[rank + a] - cut[rank + a] for a in range(rank)]
-        g = b.op("Slice", [g, b.const(np.array(cut[:rank], dtype=np.int64), "starts", np.int64),
-                           b.const(np.array(ends, dtype=np.int64), "ends", np.int64)])
+        g = _slice(b, g, cut[:rank], ends, range(rank))
     return (g,) + (None,) * (len(node.inputs) - 1)
 
 
@@ -968,17 +972,14 @@ def _fold_pad(b: GraphBuilder, g: str, shape: Sequence[int], axis: int, before: 
     interior, plus each padded row added back to the input row it copied. ``shape`` is ``g``'s."""
     rank = len(shape)
 
-    def piece(start: int, stop: int, step: int = 1) -> str:
-        return b.op("Slice", [g, b.const(np.array([start], np.int64), "starts", np.int64),
-                              b.const(np.array([stop], np.int64), "ends", np.int64),
-                              b.const(np.array([axis], np.int64), "axes", np.int64),
-                              b.const(np.array([step], np.int64), "steps", np.int64)])
+    def piece(start: int, stop: int) -> str:
+        return _slice(b, g, [start], [stop], [axis])
 
     def placed(t: str, at: int, length: int) -> str:
         """``t`` (``length`` rows along the axis) put at row ``at`` of an ``n``-row zero tensor."""
         widths = [0] * (2 * rank)
         widths[axis], widths[rank + axis] = at, n - at - length
-        return b.op("Pad", [t, b.const(np.array(widths, np.int64), "pads", np.int64)])
+        return b.op("Pad", [t, _ints(b, widths, "pads")])
 
     total = piece(before, before + n)
     extra: list[str] = []
@@ -990,11 +991,7 @@ def _fold_pad(b: GraphBuilder, g: str, shape: Sequence[int], axis: int, before: 
             summed = b.op("ReduceSum", [rows, _axes(b, [axis])], keepdims=1)
             extra.append(placed(summed, 0 if side == "before" else n - 1, 1))
         elif mode == "reflect":  # row i before maps to input row count - i; row j after to n - 2 - j
-            flipped = b.op("Slice", [rows, b.const(np.array([-1], np.int64), "starts", np.int64),
-                                     b.const(np.array([-(2 ** 63)], np.int64), "ends", np.int64),
-                                     b.const(np.array([axis], np.int64), "axes", np.int64),
-                                     b.const(np.array([-1], np.int64), "steps", np.int64)])
-            extra.append(placed(flipped, 1 if side == "before" else n - 1 - count, count))
+            extra.append(placed(_reverse(b, rows, axis), 1 if side == "before" else n - 1 - count, count))
         else:  # wrap: row i before copies input row n - count + i; row j after copies row j
             extra.append(placed(rows, n - count if side == "before" else 0, count))
     return b.op("Sum", [total, *extra]) if extra else total
@@ -1016,7 +1013,6 @@ def conv_transpose_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     dilations = list(node.attrs.get("dilations") or [1] * nd)
     pads = list(node.attrs.get("pads") or [0] * (2 * nd))
     auto_pad = node.attrs.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
     if auto_pad == "VALID":
         pads = [0] * (2 * nd)
     elif auto_pad in ("SAME_UPPER", "SAME_LOWER") or node.attrs.get("output_shape"):
@@ -1035,9 +1031,7 @@ def conv_transpose_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
         y_shape = b.shape(node.outputs[0])
         starts = [max(-pads[i], 0) for i in range(nd)]
         ends = [y_shape[2 + i] - max(-pads[nd + i], 0) for i in range(nd)]
-        g = b.op("Slice", [g, b.const(np.array(starts, np.int64), "starts", np.int64),
-                           b.const(np.array(ends, np.int64), "ends", np.int64),
-                           b.const(np.arange(2, 2 + nd, dtype=np.int64), "axes", np.int64)])
+        g = _slice(b, g, starts, ends, range(2, 2 + nd))
         pads = [max(p, 0) for p in pads]
     attrs = {"group": int(node.attrs.get("group", 1)), "kernel_shape": kernel, "strides": strides,
              "dilations": dilations, "pads": pads}
@@ -1103,7 +1097,6 @@ def resize_vjp(b: GraphBuilder, node: Node, gouts: Grads) -> Grads:
     x_shape, y_shape = b.shape(node.inputs[0]), b.shape(node.outputs[0])
     rank = len(x_shape)
     mode = node.attrs.get("coordinate_transformation_mode", "half_pixel")
-    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
     if mode == "tf_crop_and_resize":
         raise _unsupported(node, b.opset, "crops (tf_crop_and_resize)")
     if any(b.needs(node, k) for k in range(1, len(node.inputs))):
